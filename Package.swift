@@ -1,0 +1,33 @@
+// swift-tools-version:6.0
+// Fusion: a Swift testbed for unified multimodal models (Chameleon, Show-o, Transfusion) on one core.
+import PackageDescription
+
+let package = Package(
+    name: "Fusion",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "Fusion", targets: ["Fusion"]),
+        .executable(name: "fusion", targets: ["Experiments"]),
+        .executable(name: "bench", targets: ["bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // Thin shims over the C libraries Debian ships; only one Swift file per library imports each.
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
+                       providers: [.apt(["libhdf5-dev"])]),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
+        .target(name: "Fusion", dependencies: ["CBLAS", "CHDF5", "CPNG", "CZlib"]),
+        .executableTarget(name: "Experiments",
+                          dependencies: ["Fusion", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .executableTarget(name: "bench", dependencies: ["Fusion"]),
+        .testTarget(name: "FusionTests", dependencies: ["Fusion"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

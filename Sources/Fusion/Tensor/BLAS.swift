@@ -1,0 +1,35 @@
+// The one file that talks to OpenBLAS: single and strided-batched sgemm, and the thread count.
+import CBLAS
+
+public enum BLAS {
+    /// C[m×n] = alpha · op(A) · op(B) + beta · C, row-major; op transposes when the flag is set.
+    /// lda/ldb/ldc are the row strides of A, B, C as stored (so sub-matrices need no copy).
+    @inline(__always)
+    public static func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                             alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+                             b: UnsafePointer<Float>, ldb: Int,
+                             beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        FlopCounter.add(2 * m * n * k)
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb),
+                    beta, c, blasint(ldc))
+    }
+
+    /// `count` independent products, the i-th reading A + i·strideA, B + i·strideB, writing C + i·strideC.
+    public static func sgemmBatched(count: Int, transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                                    alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, strideA: Int,
+                                    b: UnsafePointer<Float>, ldb: Int, strideB: Int,
+                                    beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int, strideC: Int) {
+        for i in 0..<count {
+            sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
+                  a: a + i * strideA, lda: lda, b: b + i * strideB, ldb: ldb,
+                  beta: beta, c: c + i * strideC, ldc: ldc)
+        }
+    }
+
+    /// OpenBLAS's own worker threads (it uses all cores by default).
+    public static var threadCount: Int {
+        get { Int(openblas_get_num_threads()) }
+        set { openblas_set_num_threads(Int32(newValue)) }
+    }
+}

@@ -1,0 +1,29 @@
+// Splitting element-wise and row-wise loops over the machine's cores.
+//
+// The closure runs once per chunk (never per element), on contiguous ranges, so the loops inside stay
+// plain pointer loops the compiler vectorises. Small jobs run inline: waking a second thread costs a
+// few microseconds, more than ~16K element-wise operations take.
+import Foundation
+
+public enum Parallel {
+    /// Worker count for element-wise passes: the cores this process may use.
+    nonisolated(unsafe) public static var threadCount = max(1, ProcessInfo.processInfo.activeProcessorCount)
+
+    /// Calls `body` on disjoint ranges covering `0..<count`, in parallel when each range would
+    /// still hold at least `minimumPerThread` items.
+    @inline(__always)
+    public static func forRanges(_ count: Int, minimumPerThread: Int = 16_384,
+                                 _ body: (Range<Int>) -> Void) {
+        let threads = min(threadCount, count / max(minimumPerThread, 1))
+        if threads <= 1 {
+            if count > 0 { body(0..<count) }
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            DispatchQueue.concurrentPerform(iterations: threads) { t in
+                let start = count * t / threads, end = count * (t + 1) / threads
+                body(start..<end)
+            }
+        }
+    }
+}
