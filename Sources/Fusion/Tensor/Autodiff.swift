@@ -36,11 +36,19 @@ extension Tensor {
     /// The graph is consumed: intermediate gradients and the recorded rules are released as it goes.
     public func backward() {
         precondition(count == 1, "backward(): start from a scalar loss, not a tensor of shape \(shape)")
+        backward(gradient: Tensor(repeating: 1, shape: shape))
+    }
+
+    /// Back-propagates a given gradient of some scalar with respect to this tensor (a vector–Jacobian
+    /// product): leaves get `grad += gradientᵀ · ∂self/∂leaf`.
+    public func backward(gradient: Tensor) {
+        checkShape(gradient.count == count, "backward(gradient:) got shape \(gradient.shape) for a tensor of shape \(shape)")
         guard requiresGrad else {
-            preconditionFailure("backward(): the loss does not depend on any tensor that requires a gradient")
+            preconditionFailure("backward(): the output does not depend on any tensor that requires a gradient")
         }
         let order = topologicalOrder()
-        gradientBuffer()[0] += 1
+        let seed = gradientBuffer()
+        for i in 0..<count { seed[i] += gradient.data[i] }
         for node in order.reversed() {
             guard let rule = node.backwardRule else { continue }
             if let g = node.grad { rule(node, g) }

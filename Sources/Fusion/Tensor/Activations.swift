@@ -1,0 +1,63 @@
+// Activations of the feed-forward layers, fused forward and backward:
+//   SiLU (Elfwing et al. 2018):  silu(x) = x·σ(x),  silu'(x) = σ(x)·(1 + x·(1 − σ(x)))
+//   GELU, tanh form (Hendrycks & Gimpel 2016, eq. in §2): 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+//   SwiGLU (Shazeer 2020, "GLU Variants Improve Transformer"): swiglu(a, b) = silu(a)·b
+import Foundation
+
+@inline(__always) private func logistic(_ x: Float) -> Float { 1 / (1 + Foundation.exp(-x)) }
+
+extension Tensor {
+    public func silu() -> Tensor {
+        let out = Tensor(uninitializedShape: shape)
+        let x = data, y = out.data
+        Parallel.forRanges(count, minimumPerThread: 4096) { r in for i in r { y[i] = x[i] * logistic(x[i]) } }
+        FlopCounter.add(4 * count)
+        return out.recordGraph(inputs: [self]) { _, g in
+            let gx = self.gradientBuffer(), gy = g.data
+            Parallel.forRanges(self.count, minimumPerThread: 4096) { r in
+                for i in r { let s = logistic(x[i]); gx[i] += gy[i] * s * (1 + x[i] * (1 - s)) }
+            }
+        }
+    }
+
+    public func gelu() -> Tensor {
+        let c: Float = 0.7978845608028654  // √(2/π)
+        let out = Tensor(uninitializedShape: shape)
+        let x = data, y = out.data
+        Parallel.forRanges(count, minimumPerThread: 4096) { r in
+            for i in r { let v = x[i]; y[i] = 0.5 * v * (1 + Foundation.tanh(c * (v + 0.044715 * v * v * v))) }
+        }
+        FlopCounter.add(8 * count)
+        return out.recordGraph(inputs: [self]) { _, g in
+            let gx = self.gradientBuffer(), gy = g.data
+            Parallel.forRanges(self.count, minimumPerThread: 4096) { r in
+                for i in r {
+                    let v = x[i], t = Foundation.tanh(c * (v + 0.044715 * v * v * v))
+                    let dInner = c * (1 + 3 * 0.044715 * v * v)
+                    gx[i] += gy[i] * (0.5 * (1 + t) + 0.5 * v * (1 - t * t) * dInner)
+                }
+            }
+        }
+    }
+}
+
+/// silu(gate) · up, one pass each way (the SwiGLU feed-forward's element-wise core).
+public func swiglu(_ gate: Tensor, _ up: Tensor) -> Tensor {
+    checkShape(gate.shape == up.shape, "swiglu: gate \(gate.shape) and up \(up.shape) differ")
+    let out = Tensor(uninitializedShape: gate.shape)
+    let a = gate.data, b = up.data, y = out.data
+    Parallel.forRanges(out.count, minimumPerThread: 4096) { r in for i in r { y[i] = a[i] * logistic(a[i]) * b[i] } }
+    FlopCounter.add(5 * out.count)
+    return out.recordGraph(inputs: [gate, up]) { _, g in
+        let gy = g.data
+        let ga = gate.requiresGrad ? gate.gradientBuffer() : nil
+        let gb = up.requiresGrad ? up.gradientBuffer() : nil
+        Parallel.forRanges(out.count, minimumPerThread: 4096) { r in
+            for i in r {
+                let s = logistic(a[i])
+                if let ga { ga[i] += gy[i] * b[i] * s * (1 + a[i] * (1 - s)) }
+                if let gb { gb[i] += gy[i] * a[i] * s }
+            }
+        }
+    }
+}

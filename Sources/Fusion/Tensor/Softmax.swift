@@ -1,0 +1,71 @@
+// Softmax and log-softmax over the last dimension, fused with their backward passes:
+//   y = softmax(x):      dx = y ∘ (dy − Σⱼ dyⱼ·yⱼ)
+//   y = log_softmax(x):  dx = dy − softmax(x) · Σⱼ dyⱼ
+// Rows are independent, so they are split over the cores.
+import Foundation
+
+/// Writes softmax of `n` values into `out` (may equal `x`), subtracting the max for stability.
+@inline(__always)
+func softmaxRow(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int) {
+    var peak = -Float.infinity
+    for j in 0..<n { peak = max(peak, x[j]) }
+    if peak == -.infinity { for j in 0..<n { out[j] = 0 }; return }  // a row with nothing allowed
+    var total: Float = 0
+    for j in 0..<n { let e = Foundation.exp(x[j] - peak); out[j] = e; total += e }
+    let inverse = 1 / total
+    for j in 0..<n { out[j] *= inverse }
+}
+
+extension Tensor {
+    /// softmax over the last dimension.
+    public func softmax() -> Tensor {
+        let n = shape.last ?? 1, rows = count / max(n, 1)
+        let out = Tensor(uninitializedShape: shape)
+        let x = data, y = out.data
+        Parallel.forRanges(rows, minimumPerThread: max(1, 16_384 / max(n, 1))) { r in
+            for row in r { softmaxRow(x + row * n, y + row * n, n) }
+        }
+        FlopCounter.add(4 * count)
+        return out.recordGraph(inputs: [self]) { out, g in
+            let gx = self.gradientBuffer(), y = out.data, gy = g.data
+            Parallel.forRanges(rows, minimumPerThread: max(1, 16_384 / max(n, 1))) { r in
+                for row in r {
+                    let o = row * n
+                    var dot: Float = 0
+                    for j in 0..<n { dot += gy[o + j] * y[o + j] }
+                    for j in 0..<n { gx[o + j] += y[o + j] * (gy[o + j] - dot) }
+                }
+            }
+        }
+    }
+
+    /// log(softmax) over the last dimension, computed as x − max − log Σ exp(x − max).
+    public func logSoftmax() -> Tensor {
+        let n = shape.last ?? 1, rows = count / max(n, 1)
+        let out = Tensor(uninitializedShape: shape)
+        let x = data, y = out.data
+        Parallel.forRanges(rows, minimumPerThread: max(1, 16_384 / max(n, 1))) { r in
+            for row in r {
+                let xr = x + row * n, yr = y + row * n
+                var peak = -Float.infinity
+                for j in 0..<n { peak = max(peak, xr[j]) }
+                var total: Float = 0
+                for j in 0..<n { total += Foundation.exp(xr[j] - peak) }
+                let logTotal = peak + Foundation.log(total)
+                for j in 0..<n { yr[j] = xr[j] - logTotal }
+            }
+        }
+        FlopCounter.add(4 * count)
+        return out.recordGraph(inputs: [self]) { out, g in
+            let gx = self.gradientBuffer(), y = out.data, gy = g.data
+            Parallel.forRanges(rows, minimumPerThread: max(1, 16_384 / max(n, 1))) { r in
+                for row in r {
+                    let o = row * n
+                    var total: Float = 0
+                    for j in 0..<n { total += gy[o + j] }
+                    for j in 0..<n { gx[o + j] += gy[o + j] - Foundation.exp(y[o + j]) * total }
+                }
+            }
+        }
+    }
+}
