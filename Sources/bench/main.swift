@@ -1,1 +1,141 @@
-print("bench: not yet")
+// bench: kernel throughput as a share of this machine's own sgemm ceiling, measured in the same run.
+//
+//   swift run -c release bench                 # everything
+//   swift run -c release bench attention norm  # only kernels whose name contains a word given
+//   swift run -c release bench --seconds 2     # time budget per kernel (default 1)
+//
+// Every kernel is timed forward + backward where it has one; FLOPs are the ones the kernels count
+// themselves (FlopCounter), so the share is "useful FLOP/s ÷ best sgemm FLOP/s". Ratios, not times,
+// are what to compare across runs: the machines are shared and noisy.
+import Foundation
+import Fusion
+
+var filters: [String] = []
+var secondsPerKernel = 1.0
+var arguments = CommandLine.arguments.dropFirst()
+while let argument = arguments.popFirst() {
+    switch argument {
+    case "--seconds":
+        guard let value = arguments.popFirst().flatMap(Double.init), value > 0 else {
+            print("bench: --seconds needs a positive number"); exit(2)
+        }
+        secondsPerKernel = value
+    case "-h", "--help":
+        print("usage: bench [--seconds S] [NAME-FILTER ...]"); exit(0)
+    default:
+        filters.append(argument.lowercased())
+    }
+}
+
+func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
+/// Runs `body` repeatedly for about `secondsPerKernel`; returns the best time of one call and the
+/// FLOPs one call counts.
+func measure(_ body: () -> Void) -> (seconds: Double, flops: Int64) {
+    body()  // warm-up: page in buffers, spin up BLAS threads
+    let flops = FlopCounter.measure(body)
+    var best = Double.infinity
+    let deadline = now() + secondsPerKernel
+    var runs = 0
+    while runs < 3 || now() < deadline {
+        let start = now()
+        body()
+        best = min(best, now() - start)
+        runs += 1
+    }
+    return (best, flops)
+}
+
+func random(_ shape: [Int], seed: UInt64, requiresGrad: Bool = false) -> Tensor {
+    var state = seed
+    let t = Tensor(uninitializedShape: shape)
+    for i in 0..<t.count {
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        t.data[i] = Float(Int64(bitPattern: state) >> 40) / Float(1 << 23)
+    }
+    t.requiresGrad = requiresGrad
+    return t
+}
+
+/// Forward + backward of `f` from a fixed cotangent.
+func forwardBackward(_ inputs: [Tensor], _ f: @escaping () -> Tensor) -> () -> Void {
+    {
+        for x in inputs { x.zeroGrad() }
+        let y = f()
+        y.backward(gradient: Tensor(repeating: 1e-3, shape: y.shape))
+    }
+}
+
+// MARK: - The ceiling
+
+print("Fusion bench: \(ProcessInfo.processInfo.activeProcessorCount) cores, OpenBLAS threads \(BLAS.threadCount)")
+var ceiling = 0.0
+for n in [512, 1024, 2048] {
+    let a = random([n, n], seed: 1), b = random([n, n], seed: 2), c = Tensor(uninitializedShape: [n, n])
+    let (seconds, flops) = measure {
+        BLAS.sgemm(transA: false, transB: false, m: n, n: n, k: n, a: a.data, lda: n, b: b.data, ldb: n, c: c.data, ldc: n)
+    }
+    let rate = Double(flops) / seconds / 1e9
+    ceiling = max(ceiling, rate)
+    print(String(format: "sgemm %4d³                          %8.1f GFLOP/s", n, rate))
+}
+print(String(format: "ceiling (best sgemm)                 %8.1f GFLOP/s\n", ceiling))
+
+// MARK: - Kernels
+
+struct Kernel { let name: String; let run: () -> Void }
+var kernels: [Kernel] = []
+
+// The core's matrix-product shapes: tokens N = B·T = 16·256, widths d = 128, 256, 512.
+for d in [128, 256, 512] {
+    let n = 4096, hidden = (8 * d / 3 + 63) / 64 * 64
+    let x = random([n, d], seed: 3, requiresGrad: true)
+    let wq = random([d, d], seed: 4, requiresGrad: true), wUp = random([hidden, d], seed: 5, requiresGrad: true)
+    kernels.append(Kernel(name: "linear d=\(d) [\(n)×\(d)]·[\(d)×\(d)] fwd+bwd", run: forwardBackward([x, wq]) { linear(x, wq) }))
+    kernels.append(Kernel(name: "linear d=\(d) [\(n)×\(d)]·[\(d)×\(hidden)] fwd+bwd", run: forwardBackward([x, wUp]) { linear(x, wUp) }))
+}
+
+// Attention at the reference sizes' shapes: B=16, T=256 with Dh = 32 (S) and 32 (M), B=8 with Dh=64 (L).
+for (b, h, dh) in [(16, 4, 32), (16, 8, 32), (8, 8, 64)] {
+    let t = 256
+    let q = random([b, t, h, dh], seed: 6, requiresGrad: true), k = random([b, t, h, dh], seed: 7, requiresGrad: true)
+    let v = random([b, t, h, dh], seed: 8, requiresGrad: true)
+    let causal = Array(repeating: AttentionMask.causal(length: t), count: b)
+    // Two documents per sequence, each a caption then a 64-position image with full attention inside.
+    var documents = [Int32](repeating: 0, count: t), spans = [Int32](repeating: -1, count: t)
+    for i in 0..<t { documents[i] = i < t / 2 ? 0 : 1 }
+    for i in 32..<96 { spans[i] = 0 }
+    for i in 160..<224 { spans[i] = 0 }
+    let packed = Array(repeating: AttentionMask(documentIDs: documents, spanIDs: spans), count: b)
+    for (kind, masks) in [("causal", causal), ("packed+image spans", packed)] {
+        kernels.append(Kernel(name: "attention B=\(b) T=\(t) H=\(h) Dh=\(dh) \(kind) fwd+bwd",
+                              run: forwardBackward([q, k, v]) { attention(query: q, key: k, value: v, masks: masks) }))
+    }
+}
+
+// Element-wise and row-wise kernels at the M size (N = 4096 tokens, d = 256, V = 1536).
+do {
+    let n = 4096, d = 256, vocabulary = 1536
+    let x = random([n, d], seed: 9, requiresGrad: true), w = random([d], seed: 10, requiresGrad: true)
+    let bias = random([d], seed: 11, requiresGrad: true)
+    let gate = random([n, 4 * d], seed: 12, requiresGrad: true), up = random([n, 4 * d], seed: 13, requiresGrad: true)
+    let heads = random([16, 256, 8, 32], seed: 14, requiresGrad: true)
+    let logits = random([n, vocabulary], seed: 15, requiresGrad: true)
+    let targets = (0..<n).map { Int32($0 * 7 % vocabulary) }
+    let positions = (0..<256).map { Int32($0) }
+    kernels.append(Kernel(name: "rmsNorm [\(n)×\(d)] fwd+bwd", run: forwardBackward([x, w]) { rmsNorm(x, weight: w) }))
+    kernels.append(Kernel(name: "layerNorm [\(n)×\(d)] fwd+bwd", run: forwardBackward([x, w, bias]) { layerNorm(x, weight: w, bias: bias) }))
+    kernels.append(Kernel(name: "swiglu [\(n)×\(4 * d)] fwd+bwd", run: forwardBackward([gate, up]) { swiglu(gate, up) }))
+    kernels.append(Kernel(name: "rotaryEmbedding [16×256×8×32] fwd+bwd", run: forwardBackward([heads]) { rotaryEmbedding(heads, positions: positions) }))
+    kernels.append(Kernel(name: "softmax [\(n)×\(vocabulary)] fwd+bwd", run: forwardBackward([logits]) { logits.softmax() }))
+    kernels.append(Kernel(name: "crossEntropy [\(n)×\(vocabulary)] fwd+bwd", run: forwardBackward([logits]) { crossEntropy(logits, targets: targets) }))
+    kernels.append(Kernel(name: "add (residual) [\(n)×\(d)] fwd+bwd", run: forwardBackward([x, gate]) { x + x }))
+}
+
+print("kernel                                                         ms      GFLOP/s   share of ceiling")
+for kernel in kernels where filters.isEmpty || filters.contains(where: { kernel.name.lowercased().contains($0) }) {
+    let (seconds, flops) = measure(kernel.run)
+    let rate = Double(flops) / seconds / 1e9
+    let padded = kernel.name.padding(toLength: 60, withPad: " ", startingAt: 0)
+    print(String(format: "%@ %8.2f %10.1f %10.1f %%", padded, seconds * 1e3, rate, 100 * rate / ceiling))
+}

@@ -4,7 +4,6 @@
 //   SwiGLU (Shazeer 2020, "GLU Variants Improve Transformer"): swiglu(a, b) = silu(a)·b
 import Foundation
 
-@inline(__always) private func logistic(_ x: Float) -> Float { 1 / (1 + Foundation.exp(-x)) }
 
 extension Tensor {
     public func silu() -> Tensor {
@@ -53,11 +52,9 @@ public func swiglu(_ gate: Tensor, _ up: Tensor) -> Tensor {
         let ga = gate.requiresGrad ? gate.gradientBuffer() : nil
         let gb = up.requiresGrad ? up.gradientBuffer() : nil
         Parallel.forRanges(out.count, minimumPerThread: 4096) { r in
-            for i in r {
-                let s = logistic(a[i])
-                if let ga { ga[i] += gy[i] * b[i] * s * (1 + a[i] * (1 - s)) }
-                if let gb { gb[i] += gy[i] * a[i] * s }
-            }
+            // Two branch-free loops rather than one with optional stores, so each vectorises.
+            if let ga { for i in r { let s = logistic(a[i]); ga[i] += gy[i] * b[i] * s * (1 + a[i] * (1 - s)) } }
+            if let gb { for i in r { gb[i] += gy[i] * a[i] * logistic(a[i]) } }
         }
     }
 }

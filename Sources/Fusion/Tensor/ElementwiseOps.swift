@@ -107,11 +107,11 @@ extension Tensor {
         let x = data, y = out.data
         Parallel.forRanges(count, minimumPerThread: 4096) { r in
             switch kind {
-            case .exp: for i in r { y[i] = Foundation.exp(x[i]) }
+            case .exp: for i in r { y[i] = fastExp(x[i]) }
             case .log: for i in r { y[i] = Foundation.log(x[i]) }
             case .sqrt: for i in r { y[i] = x[i].squareRoot() }
             case .tanh: for i in r { y[i] = Foundation.tanh(x[i]) }
-            case .sigmoid: for i in r { y[i] = 1 / (1 + Foundation.exp(-x[i])) }
+            case .sigmoid: for i in r { y[i] = logistic(x[i]) }
             case .relu: for i in r { y[i] = max(x[i], 0) }
             case .square: for i in r { y[i] = x[i] * x[i] }
             case .abs: for i in r { y[i] = Swift.abs(x[i]) }

@@ -22,11 +22,8 @@ public func crossEntropy(_ logits: Tensor, targets: [Int32], ignoreIndex: Int32 
         Parallel.forRanges(rows, minimumPerThread: max(1, 16_384 / v)) { r in
             for row in r where targets[row] != ignoreIndex {
                 let xr = x + row * v
-                var peak = -Float.infinity
-                for j in 0..<v { peak = max(peak, xr[j]) }
-                var total: Float = 0
-                for j in 0..<v { total += Foundation.exp(xr[j] - peak) }
-                let logZ = peak + Foundation.log(total)
+                let peak = maximum(xr, v)
+                let logZ = peak + Foundation.log(sumOfExponentials(xr, minus: peak, v))
                 logNormalizer.data[row] = logZ
                 rowLoss.data[row] = logZ - xr[Int(targets[row])] + zLoss * logZ * logZ
             }
@@ -43,7 +40,7 @@ public func crossEntropy(_ logits: Tensor, targets: [Int32], ignoreIndex: Int32 
                 for row in r where targets[row] != ignoreIndex {
                     let xr = x + row * v, gr = gx + row * v, logZ = logNormalizer.data[row]
                     let factor = scale * (1 + 2 * zLoss * logZ)
-                    for j in 0..<v { gr[j] += factor * Foundation.exp(xr[j] - logZ) }
+                    addScaledExponentials(xr, minus: logZ, scale: factor, into: gr, v)
                     gr[Int(targets[row])] -= scale
                 }
             }

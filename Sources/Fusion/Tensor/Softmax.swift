@@ -7,12 +7,9 @@ import Foundation
 /// Writes softmax of `n` values into `out` (may equal `x`), subtracting the max for stability.
 @inline(__always)
 func softmaxRow(_ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int) {
-    var peak = -Float.infinity
-    for j in 0..<n { peak = max(peak, x[j]) }
+    let peak = maximum(x, n)
     if peak == -.infinity { for j in 0..<n { out[j] = 0 }; return }  // a row with nothing allowed
-    var total: Float = 0
-    for j in 0..<n { let e = Foundation.exp(x[j] - peak); out[j] = e; total += e }
-    let inverse = 1 / total
+    let inverse = 1 / exponentiate(x, minus: peak, into: out, n)
     for j in 0..<n { out[j] *= inverse }
 }
 
@@ -47,11 +44,8 @@ extension Tensor {
         Parallel.forRanges(rows, minimumPerThread: max(1, 16_384 / max(n, 1))) { r in
             for row in r {
                 let xr = x + row * n, yr = y + row * n
-                var peak = -Float.infinity
-                for j in 0..<n { peak = max(peak, xr[j]) }
-                var total: Float = 0
-                for j in 0..<n { total += Foundation.exp(xr[j] - peak) }
-                let logTotal = peak + Foundation.log(total)
+                let peak = maximum(xr, n)
+                let logTotal = peak + Foundation.log(sumOfExponentials(xr, minus: peak, n))
                 for j in 0..<n { yr[j] = xr[j] - logTotal }
             }
         }
@@ -63,7 +57,8 @@ extension Tensor {
                     let o = row * n
                     var total: Float = 0
                     for j in 0..<n { total += gy[o + j] }
-                    for j in 0..<n { gx[o + j] += gy[o + j] - Foundation.exp(y[o + j]) * total }
+                    for j in 0..<n { gx[o + j] += gy[o + j] }
+                    addScaledExponentials(y + o, minus: 0, scale: -total, into: gx + o, n)
                 }
             }
         }
