@@ -18,3 +18,9 @@ static inline unsigned fusion_H5F_ACC_RDWR(void) { return H5F_ACC_RDWR; }
 static inline hsize_t fusion_H5S_UNLIMITED(void) { return H5S_UNLIMITED; }
 static inline hid_t fusion_H5P_DEFAULT(void) { return H5P_DEFAULT; }
 static inline hid_t fusion_H5S_ALL(void) { return H5S_ALL; }
+// Added for Sources/Fusion/IO/HDF5.swift: the error stack, unsigned 64-bit integers (RNG state),
+// variable-length strings, and link creation (intermediate groups).
+static inline hid_t fusion_H5E_DEFAULT(void) { return H5E_DEFAULT; }
+static inline hid_t fusion_H5T_NATIVE_UINT64(void) { return H5T_NATIVE_UINT64; }
+static inline size_t fusion_H5T_VARIABLE(void) { return H5T_VARIABLE; }
+static inline hid_t fusion_H5P_LINK_CREATE(void) { return H5P_LINK_CREATE; }

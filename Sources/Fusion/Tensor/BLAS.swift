@@ -27,6 +27,11 @@ public enum BLAS {
         }
     }
 
+    /// OpenBLAS's build description (version, target CPU, threading), for logs.
+    public static var configuration: String {
+        openblas_get_config().map { String(cString: $0) } ?? "unknown"
+    }
+
     /// OpenBLAS's own worker threads (it uses all cores by default).
     public static var threadCount: Int {
         get { Int(openblas_get_num_threads()) }

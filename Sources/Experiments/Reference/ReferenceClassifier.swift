@@ -1,0 +1,50 @@
+// The reference classifier: a small CNN trained once on Fashion-MNIST with a fixed seed. Its
+// penultimate features are what the FID proxy (`fd_fmnist`, `kid_fmnist`) compares, and its
+// predictions are what `t2i_accuracy` scores (DESIGN.md, Measurements).
+//
+// Shapes (B images, 32×32 after padding):
+//   x [B, 1, 32, 32] → conv 3×3 (32) → SiLU → avg-pool → [B, 32, 16, 16]
+//                    → conv 3×3 (64) → SiLU → avg-pool → [B, 64, 8, 8]
+//                    → conv 3×3 (64) → SiLU → avg-pool → [B, 64, 4, 4] → flatten [B, 1024]
+//                    → linear (128) → SiLU = features [B, 128] → linear (10) = logits [B, 10]
+import Fusion
+
+public final class ReferenceClassifier: Module {
+    public static let featureWidth = 128
+    public static let classCount = 10
+
+    let conv1: Tensor, conv1Bias: Tensor  // [32, 1, 3, 3], [32]
+    let conv2: Tensor, conv2Bias: Tensor  // [64, 32, 3, 3], [64]
+    let conv3: Tensor, conv3Bias: Tensor  // [64, 64, 3, 3], [64]
+    let hidden: Tensor, hiddenBias: Tensor  // [128, 1024], [128]
+    let output: Tensor, outputBias: Tensor  // [10, 128], [10]
+
+    /// He-style initialisation (std = √(2 / fan-in)) from the given generator.
+    public init(generator: inout RandomGenerator) {
+        func weight(_ shape: [Int], fanIn: Int) -> Tensor {
+            let t = Tensor.randomNormal(shape, std: (2 / Float(fanIn)).squareRoot(), generator: &generator)
+            t.requiresGrad = true
+            return t
+        }
+        conv1 = weight([32, 1, 3, 3], fanIn: 9); conv1Bias = Tensor(zeros: [32], requiresGrad: true)
+        conv2 = weight([64, 32, 3, 3], fanIn: 288); conv2Bias = Tensor(zeros: [64], requiresGrad: true)
+        conv3 = weight([64, 64, 3, 3], fanIn: 576); conv3Bias = Tensor(zeros: [64], requiresGrad: true)
+        hidden = weight([128, 1024], fanIn: 1024); hiddenBias = Tensor(zeros: [128], requiresGrad: true)
+        output = weight([10, 128], fanIn: 128); outputBias = Tensor(zeros: [10], requiresGrad: true)
+    }
+
+    /// Penultimate features [B, 128] of images [B, 1, 32, 32] in [0, 1].
+    public func features(_ images: Tensor) -> Tensor {
+        precondition(images.rank == 4 && images.shape[1] == 1 && images.shape[2] == 32 && images.shape[3] == 32,
+                     "ReferenceClassifier: images of shape \(images.shape), expected [B, 1, 32, 32]")
+        var x = avgPool2x(conv2d(images, weight: conv1, bias: conv1Bias, padding: 1).silu())
+        x = avgPool2x(conv2d(x, weight: conv2, bias: conv2Bias, padding: 1).silu())
+        x = avgPool2x(conv2d(x, weight: conv3, bias: conv3Bias, padding: 1).silu())
+        return (linear(x.reshaped([images.shape[0], 1024]), hidden) + hiddenBias).silu()
+    }
+
+    /// Class logits [B, 10].
+    public func callAsFunction(_ images: Tensor) -> Tensor {
+        linear(features(images), output) + outputBias
+    }
+}

@@ -1,0 +1,177 @@
+// Training and evaluating the reference classifier on Fashion-MNIST: the first end-to-end job, and
+// the model whose features the FID proxy will use. AdamW with warm-up + cosine schedule, gradient
+// clipping, a seeded shuffle, an HDF5 log flushed at each evaluation, a checkpoint and a PNG grid.
+import Foundation
+import Fusion
+
+struct ReferenceTrainingConfig {
+    var epochs = 3            // passes over the 60,000 training images
+    var batchSize = 128
+    var learningRate: Float = 2e-3
+    var warmupSteps = 200
+    var weightDecay: Float = 0.05
+    var gradientClip: Float = 1.0
+    var seed: UInt64 = 0
+    var logEvery = 50         // steps between train/ log rows
+
+    /// The resolved configuration as YAML text (stored in the log).
+    var yaml: String {
+        """
+        epochs: \(epochs)
+        batch_size: \(batchSize)
+        learning_rate: \(learningRate)
+        warmup_steps: \(warmupSteps)
+        weight_decay: \(weightDecay)
+        gradient_clip: \(gradientClip)
+        seed: \(seed)
+        log_every: \(logEvery)
+        """
+    }
+}
+
+struct TrainingFailure: Error, CustomStringConvertible { let description: String }
+
+enum ReferenceTraining {
+    /// Trains, evaluates after each epoch, and writes log.h5, checkpoint.h5 and test-images.png into
+    /// `directory`. Returns the final test accuracy.
+    @discardableResult
+    static func run(_ config: ReferenceTrainingConfig, directory: String, overwrite: Bool,
+                    trainingSet: FashionMNIST.Set? = nil, testSet: FashionMNIST.Set? = nil) throws -> Double {
+        let logPath = "\(directory)/log.h5", checkpointPath = "\(directory)/checkpoint.h5"
+        let gridPath = "\(directory)/test-images.png"
+        if !overwrite {
+            for path in [logPath, checkpointPath, gridPath] where FileManager.default.fileExists(atPath: path) {
+                throw TrainingFailure(description: "\(path) exists already: choose another --out directory, or pass --overwrite to replace the run")
+            }
+        }
+        print("reference classifier: resolved config\n\(config.yaml)\n")
+        let train = try trainingSet ?? FashionMNIST.load(.train)
+        let test = try testSet ?? FashionMNIST.load(.test)
+
+        var generator = RandomGenerator(seed: config.seed)
+        var initGenerator = generator.split(key: "init")
+        var dataGenerator = generator.split(key: "data")
+        let model = ReferenceClassifier(generator: &initGenerator)
+        let parameters = model.namedParameters()
+        let optimizer = AdamW(parameters: parameters, learningRate: config.learningRate, weightDecay: config.weightDecay)
+        let stepsPerEpoch = train.count / config.batchSize
+        let totalSteps = stepsPerEpoch * config.epochs
+        let schedule = WarmupCosineSchedule(peak: config.learningRate, warmupSteps: config.warmupSteps,
+                                            totalSteps: totalSteps, floor: config.learningRate / 10)
+        let log = try RunLog(path: logPath, runName: "reference", config: config.yaml, seed: config.seed,
+                             recipe: "reference-classifier",
+                             attributes: ["parameter_count": Int64(model.parameterCount)], overwrite: overwrite)
+        print("reference classifier: \(model.parameterCount) parameters, \(totalSteps) steps of \(config.batchSize) images")
+
+        let side = train.side, imageSize = side * side
+        let batch = Tensor(uninitializedShape: [config.batchSize, 1, side, side])
+        var labels = [Int32](repeating: 0, count: config.batchSize)
+        var step = 0, windowLoss = 0.0, windowCorrect = 0, windowCount = 0
+        var windowStart = Date()
+        FlopCounter.reset()
+        let started = Date()
+        for epoch in 0..<config.epochs {
+            let order = dataGenerator.permutation(train.count)
+            for batchIndex in 0..<stepsPerEpoch {
+                for i in 0..<config.batchSize {
+                    let n = order[batchIndex * config.batchSize + i]
+                    (batch.data + i * imageSize).update(from: train.images.data + n * imageSize, count: imageSize)
+                    labels[i] = train.labels[n]
+                }
+                optimizer.learningRate = schedule.rate(at: step)
+                let logits = model(batch)
+                let loss = crossEntropy(logits, targets: labels)
+                guard loss.item.isFinite else {
+                    throw TrainingFailure(description: "loss became \(loss.item) at step \(step) (epoch \(epoch)); lower learning_rate (now \(config.learningRate)) or gradient_clip")
+                }
+                loss.backward()
+                let norm = clipGradientNorm(model.parameters, maxNorm: config.gradientClip)
+                guard norm.isFinite else {
+                    throw NonFiniteGradientError(step: step, norm: norm, parameters: nonFiniteGradientNames(parameters))
+                }
+                optimizer.step()
+                model.zeroGrad()
+
+                windowLoss += Double(loss.item)
+                windowCorrect += correctPredictions(logits, labels)
+                windowCount += 1
+                step += 1
+                if step % config.logEvery == 0 || step == totalSteps {
+                    let seconds = Date().timeIntervalSince(windowStart)
+                    let imagesPerSecond = Double(windowCount * config.batchSize) / seconds
+                    try log.append("train", step: step, [
+                        ("loss", windowLoss / Double(windowCount)),
+                        ("accuracy", Double(windowCorrect) / Double(windowCount * config.batchSize)),
+                        ("learning_rate", Double(optimizer.learningRate)),
+                        ("gradient_norm", Double(norm)),
+                        ("images_per_second", imagesPerSecond),
+                        ("flops", Double(FlopCounter.total)),
+                    ])
+                    print(String(format: "step %5d/%d  epoch %d  loss %.4f  train acc %.3f  lr %.2e  %.0f images/s",
+                                 step, totalSteps, epoch + 1, windowLoss / Double(windowCount),
+                                 Double(windowCorrect) / Double(windowCount * config.batchSize),
+                                 optimizer.learningRate, imagesPerSecond))
+                    windowLoss = 0; windowCorrect = 0; windowCount = 0; windowStart = Date()
+                }
+            }
+            let accuracy = evaluate(model, on: test)
+            try log.append("eval", step: step, [("test_accuracy", accuracy), ("test_count", Double(test.count))])
+            try log.flush()
+            print(String(format: "epoch %d: test accuracy %.4f on %d images", epoch + 1, accuracy, test.count))
+        }
+        let accuracy = evaluate(model, on: test)
+        let wall = Date().timeIntervalSince(started)
+        try log.run.setAttribute("final_test_accuracy", accuracy)
+        try log.run.setAttribute("wall_seconds", wall)
+        try log.run.setAttribute("counted_flops", Double(FlopCounter.total))
+
+        // Samples: the first 64 test images, with their predicted classes beside them.
+        let shown = min(64, test.count)
+        let sample = test.images.narrow(axis: 0, start: 0, length: shown)
+        let predicted = withoutGradients { argmaxRows(model(sample)) }
+        let samples = try log.run.createGroup("samples")
+        try samples.createDataset("test_images", values: (0..<sample.count).map { UInt8(min(255, max(0, sample.data[$0] * 255)).rounded()) },
+                                  shape: [shown, side, side])
+        try samples.createDataset("predicted_class", values: predicted, shape: [shown])
+        try log.flush()
+        try PNG.writeGrid(sample, columns: 8, to: gridPath, overwrite: overwrite)
+
+        var checkpoint = Checkpoint(step: step, tensors: model.parametersByName(), optimizerState: optimizer.state,
+                                    rngState: dataGenerator.state, metadata: ["config": config.yaml, "model": "reference-classifier"])
+        checkpoint.metadata["test_accuracy"] = String(accuracy)
+        try checkpoint.write(to: checkpointPath, overwrite: overwrite)
+        print(String(format: "reference classifier: test accuracy %.4f after %d steps, %.0f s, %.1f GFLOP counted (%.1f GFLOP/s)",
+                     accuracy, step, wall, Double(FlopCounter.total) / 1e9, Double(FlopCounter.total) / 1e9 / wall))
+        print("wrote \(logPath), \(checkpointPath), \(gridPath)")
+        print("first predictions: " + predicted.prefix(8).map { FashionMNIST.classNames[Int($0)] }.joined(separator: ", "))
+        return accuracy
+    }
+
+    /// Share of `set` the model classifies correctly (in batches, without recording the graph).
+    static func evaluate(_ model: ReferenceClassifier, on set: FashionMNIST.Set, batchSize: Int = 500) -> Double {
+        withoutGradients {
+            var correct = 0
+            var start = 0
+            while start < set.count {
+                let n = min(batchSize, set.count - start)
+                let logits = model(set.images.narrow(axis: 0, start: start, length: n))
+                correct += correctPredictions(logits, Array(set.labels[start..<(start + n)]))
+                start += n
+            }
+            return Double(correct) / Double(set.count)
+        }
+    }
+
+    static func argmaxRows(_ logits: Tensor) -> [Int32] {
+        let classes = logits.shape[1]
+        return (0..<logits.shape[0]).map { row in
+            var best = 0
+            for c in 1..<classes where logits.data[row * classes + c] > logits.data[row * classes + best] { best = c }
+            return Int32(best)
+        }
+    }
+
+    static func correctPredictions(_ logits: Tensor, _ labels: [Int32]) -> Int {
+        zip(argmaxRows(logits), labels).reduce(0) { $0 + ($1.0 == $1.1 ? 1 : 0) }
+    }
+}

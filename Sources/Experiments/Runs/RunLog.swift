@@ -1,0 +1,52 @@
+// A run's log in HDF5, in the layout of DESIGN.md ("Results on disk"):
+//   /                         attributes: schema_version, created, git_commit, machine, versions
+//   /runs/NAME                attributes: config (resolved YAML), seed, recipe, parameter counts, …
+//   /runs/NAME/train/*        1-D extendible datasets sharing the `step` axis
+//   /runs/NAME/eval/*         the same, appended at each evaluation
+//   /runs/NAME/samples/...    uint8 image arrays
+// Flushed after every evaluation, so a run killed at any moment leaves a readable file.
+import Foundation
+import Fusion
+
+final class RunLog {
+    static let schemaVersion: Int64 = 1
+
+    let file: HDF5File
+    let run: HDF5Group
+    private var series: [String: HDF5Dataset] = [:]
+
+    /// Creates the log file with one run group; refuses an existing file unless `overwrite`.
+    init(path: String, runName: String, config: String, seed: UInt64, recipe: String,
+         attributes: [String: Int64] = [:], overwrite: Bool) throws {
+        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
+                                                withIntermediateDirectories: true)
+        file = try HDF5File.create(path, overwrite: overwrite)
+        let root = file.root
+        try root.setAttribute("schema_version", RunLog.schemaVersion)
+        try root.setAttribute("created", ISO8601DateFormatter().string(from: Date()))
+        try root.setAttribute("git_commit", Provenance.gitCommit)
+        try root.setAttribute("machine", Provenance.machine)
+        try root.setAttribute("versions", Provenance.versions)
+        run = try root.createGroup("runs/\(runName)")
+        try run.setAttribute("config", config)
+        try run.setAttribute("seed", Int64(bitPattern: seed))
+        try run.setAttribute("recipe", recipe)
+        for (name, value) in attributes.sorted(by: { $0.key < $1.key }) { try run.setAttribute(name, value) }
+        try file.flush()
+    }
+
+    /// Appends one row of values to `train/` or `eval/` (datasets are made on first use).
+    func append(_ section: String, step: Int, _ values: [(String, Double)]) throws {
+        try dataset("\(section)/step", Int64.self).append([Int64(step)])
+        for (name, value) in values { try dataset("\(section)/\(name)", Double.self).append([value]) }
+    }
+
+    func flush() throws { try file.flush() }
+
+    private func dataset<T: HDF5Element>(_ path: String, _ type: T.Type) throws -> HDF5Dataset {
+        if let existing = series[path] { return existing }
+        let created = try run.createExtendibleDataset(path, of: type)
+        series[path] = created
+        return created
+    }
+}

@@ -1,0 +1,227 @@
+// PNG: 8-bit grey/RGB images to and from PNG files, and sample grids made from image tensors.
+//
+// The one file that talks to libpng. It uses only libpng's simplified API (png_image_*), which
+// reports failures through its return value and `png_image.message` rather than longjmp, so no
+// C error handler has to unwind through Swift frames.
+//
+// Shape alphabet: N images, C channels (1 grey or 3 RGB), H rows, W columns.
+import CPNG
+import Foundation
+
+/// An 8-bit image: `height` rows of `width` pixels, each pixel `channels` bytes (1 grey, 3 RGB),
+/// stored row-major with the channels interleaved: pixel (x, y) channel c is
+/// `pixels[(y * width + x) * channels + c]`.
+public struct Image8: Equatable, Sendable {
+    public let width: Int
+    public let height: Int
+    /// 1 (grey) or 3 (RGB, in that order).
+    public let channels: Int
+    /// height × width × channels bytes, row-major, channels interleaved.
+    public var pixels: [UInt8]
+
+    /// An image from its bytes; `pixels.count` must be `width * height * channels`.
+    public init(width: Int, height: Int, channels: Int, pixels: [UInt8]) {
+        precondition(width >= 0 && height >= 0, "Image8: negative size \(width)×\(height)")
+        precondition(channels == 1 || channels == 3, "Image8: channels must be 1 (grey) or 3 (RGB), not \(channels)")
+        precondition(pixels.count == width * height * channels,
+                     "Image8: \(pixels.count) bytes given for \(width)×\(height)×\(channels), which needs \(width * height * channels)")
+        self.width = width
+        self.height = height
+        self.channels = channels
+        self.pixels = pixels
+    }
+
+    /// An image with every byte set to `value`.
+    public init(width: Int, height: Int, channels: Int, repeating value: UInt8) {
+        self.init(width: width, height: height, channels: channels,
+                  pixels: [UInt8](repeating: value, count: max(width, 0) * max(height, 0) * channels))
+    }
+
+    /// The byte of channel `channel` of the pixel in column `x`, row `y`.
+    public subscript(x x: Int, y y: Int, channel channel: Int) -> UInt8 {
+        get { pixels[index(x, y, channel)] }
+        set { pixels[index(x, y, channel)] = newValue }
+    }
+
+    private func index(_ x: Int, _ y: Int, _ c: Int) -> Int {
+        precondition(x >= 0 && x < width && y >= 0 && y < height && c >= 0 && c < channels,
+                     "Image8: pixel (\(x), \(y)) channel \(c) is outside a \(width)×\(height)×\(channels) image")
+        return (y * width + x) * channels + c
+    }
+}
+
+/// What went wrong reading or writing a PNG file; the description names the file and the cause.
+public enum PNGError: Error, Equatable, CustomStringConvertible, LocalizedError {
+    /// `write` was asked not to overwrite, and the file exists.
+    case fileExists(path: String)
+    /// The file could not be opened for writing (the message is the system's).
+    case cannotCreate(path: String, message: String)
+    /// libpng refused to read or write the file; `message` is libpng's own.
+    case libpng(path: String, operation: String, message: String)
+    /// The image is too large to address (its byte count overflows).
+    case tooLarge(path: String, width: Int, height: Int)
+
+    public var description: String {
+        switch self {
+        case .fileExists(let path):
+            return "PNG: \(path) exists already; pass overwrite: true to replace it, or choose another path"
+        case .cannotCreate(let path, let message):
+            return "PNG: cannot create \(path): \(message)"
+        case .libpng(let path, let operation, let message):
+            return "PNG: cannot \(operation) \(path): \(message)"
+        case .tooLarge(let path, let width, let height):
+            return "PNG: \(path) is \(width)×\(height) pixels, too large to hold in memory"
+        }
+    }
+
+    public var errorDescription: String? { description }
+}
+
+public enum PNG {
+    // PNG_FORMAT_GRAY and PNG_FORMAT_RGB (= PNG_FORMAT_FLAG_COLOR): the macros defined in terms of
+    // other macros do not import into Swift, so they are spelled out from png.h here.
+    private static let formatGray = png_uint_32(0)
+    private static let formatRGB = png_uint_32(PNG_FORMAT_FLAG_COLOR)
+
+    /// Writes `image` to `path` as an 8-bit grey or RGB PNG.
+    ///
+    /// Refuses (throws `PNGError.fileExists`) when `path` exists and `overwrite` is false; the check
+    /// and the creation are one step (`fopen` mode "x"), so a file made concurrently is not clobbered.
+    /// A partly written file is removed when libpng fails.
+    public static func write(_ image: Image8, to path: String, overwrite: Bool) throws {
+        // libpng takes 32-bit sizes and a signed 32-bit row stride.
+        guard image.width * image.channels <= Int(Int32.max), image.height <= Int(Int32.max) else {
+            throw PNGError.tooLarge(path: path, width: image.width, height: image.height)
+        }
+        guard let file = fopen(path, overwrite ? "wb" : "wbx") else {
+            let code = errno
+            if code == EEXIST { throw PNGError.fileExists(path: path) }
+            throw PNGError.cannotCreate(path: path, message: String(cString: strerror(code)))
+        }
+        var png = png_image()
+        png.version = png_uint_32(PNG_IMAGE_VERSION)
+        png.width = png_uint_32(image.width)
+        png.height = png_uint_32(image.height)
+        png.format = image.channels == 3 ? formatRGB : formatGray
+        let rowStride = png_int_32(image.width * image.channels)
+        let ok = image.pixels.withUnsafeBytes { bytes in
+            png_image_write_to_stdio(&png, file, 0, bytes.baseAddress, rowStride, nil)
+        }
+        let message = libpngMessage(png)
+        png_image_free(&png)
+        let closed = fclose(file), closeErrno = errno
+        if ok == 0 || closed != 0 {
+            remove(path)
+            let cause = ok == 0 ? message : String(cString: strerror(closeErrno))
+            throw PNGError.libpng(path: path, operation: "write", message: cause)
+        }
+    }
+
+    /// Reads the PNG file at `path` as 8-bit grey (grey files) or RGB (colour and palette files).
+    ///
+    /// An alpha channel is composited onto black; 16-bit files are reduced to 8 bits by libpng
+    /// (which treats 16-bit data as linear and converts it to sRGB). Throws `PNGError.libpng` with
+    /// libpng's message for a missing, unreadable, corrupt or truncated file.
+    public static func read(_ path: String) throws -> Image8 {
+        var png = png_image()
+        png.version = png_uint_32(PNG_IMAGE_VERSION)
+        guard png_image_begin_read_from_file(&png, path) != 0 else {
+            let message = libpngMessage(png)
+            png_image_free(&png)  // libpng frees on error already; this is a harmless no-op then
+            throw PNGError.libpng(path: path, operation: "read", message: message)
+        }
+        let isColour = (png.format & formatRGB) != 0
+        let channels = isColour ? 3 : 1
+        png.format = isColour ? formatRGB : formatGray
+        let width = Int(png.width), height = Int(png.height)
+        let (rowBytes, o1) = width.multipliedReportingOverflow(by: channels)
+        let (byteCount, o2) = rowBytes.multipliedReportingOverflow(by: height)
+        guard !o1, !o2, rowBytes <= Int(Int32.max) else {
+            png_image_free(&png)
+            throw PNGError.tooLarge(path: path, width: width, height: height)
+        }
+        // Zero-filled, so that compositing an alpha channel "directly onto the buffer" means onto black.
+        var pixels = [UInt8](repeating: 0, count: byteCount)
+        let ok = pixels.withUnsafeMutableBytes { bytes in
+            png_image_finish_read(&png, nil, bytes.baseAddress, png_int_32(rowBytes), nil)
+        }
+        guard ok != 0 else {
+            let message = libpngMessage(png)
+            png_image_free(&png)
+            throw PNGError.libpng(path: path, operation: "read", message: message)
+        }
+        return Image8(width: width, height: height, channels: channels, pixels: pixels)
+    }
+
+    /// Lays out images [N, C, H, W] (C = 1 or 3) as one picture: rows of `columns` images (fewer
+    /// when N < columns), `padding` pixels of `border` around and between them, the last row's empty
+    /// slots filled with `border`. Values are clamped to `range` and mapped linearly onto 0...255
+    /// (rounded to nearest; NaN becomes 0). Image n sits in grid row n / columns, column n % columns,
+    /// with its top-left pixel at (padding + column·(W + padding), padding + row·(H + padding)).
+    /// To show originals above reconstructions, pass them as consecutive images with `columns` = the
+    /// number in each group.
+    ///
+    /// The default border is white, which stands out against Fashion-MNIST's black backgrounds.
+    public static func grid(_ images: Tensor, columns: Int, padding: Int = 2,
+                            range: ClosedRange<Float> = 0...1, border: UInt8 = 255) -> Image8 {
+        precondition(images.rank == 4, "PNG.grid: expected images [N, C, H, W], got shape \(images.shape); reshape a single image to [1, C, H, W]")
+        let (n, c, h, w) = (images.shape[0], images.shape[1], images.shape[2], images.shape[3])
+        precondition(c == 1 || c == 3, "PNG.grid: C must be 1 (grey) or 3 (RGB), got shape \(images.shape)")
+        precondition(n >= 1, "PNG.grid: no images (shape \(images.shape))")
+        precondition(columns >= 1, "PNG.grid: columns must be at least 1, not \(columns)")
+        precondition(padding >= 0, "PNG.grid: padding must be non-negative, not \(padding)")
+        precondition(range.lowerBound < range.upperBound && range.lowerBound.isFinite && range.upperBound.isFinite,
+                     "PNG.grid: range \(range) must be finite and non-empty")
+
+        let gridColumns = min(columns, n)
+        let gridRows = (n + columns - 1) / columns
+        let width = gridColumns * w + (gridColumns + 1) * padding
+        let height = gridRows * h + (gridRows + 1) * padding
+        var out = Image8(width: width, height: height, channels: c, repeating: border)
+
+        let low = range.lowerBound, scale = 255 / (range.upperBound - range.lowerBound)
+        let src = images.data  // [N, C, H, W]
+        out.pixels.withUnsafeMutableBufferPointer { dst in  // [height, width, C]
+            for i in 0..<n {
+                let x0 = padding + (i % columns) * (w + padding)
+                let y0 = padding + (i / columns) * (h + padding)
+                for ch in 0..<c {
+                    let plane = src + (i * c + ch) * h * w  // [H, W]
+                    for y in 0..<h {
+                        let rowStart = ((y0 + y) * width + x0) * c + ch
+                        for x in 0..<w {
+                            dst[rowStart + x * c] = toByte(plane[y * w + x], low: low, scale: scale)
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// `grid(...)` written to `path` (see `grid` for the layout and `write` for `overwrite`).
+    public static func writeGrid(_ images: Tensor, columns: Int, padding: Int = 2,
+                                 range: ClosedRange<Float> = 0...1, border: UInt8 = 255,
+                                 to path: String, overwrite: Bool) throws {
+        let image = grid(images, columns: columns, padding: padding, range: range, border: border)
+        try write(image, to: path, overwrite: overwrite)
+    }
+
+    /// (v − low) · scale, clamped to 0...255 and rounded; NaN maps to 0.
+    @inline(__always)
+    private static func toByte(_ v: Float, low: Float, scale: Float) -> UInt8 {
+        let t = (v - low) * scale
+        if t.isNaN || t <= 0 { return 0 }
+        if t >= 255 { return 255 }
+        return UInt8(t.rounded())
+    }
+
+    /// libpng's message from `png.message` (a NUL-terminated char[64]), read without trusting the NUL.
+    private static func libpngMessage(_ png: png_image) -> String {
+        withUnsafeBytes(of: png.message) { raw in
+            let bytes = raw.prefix { $0 != 0 }
+            let text = String(decoding: bytes, as: UTF8.self)
+            return text.isEmpty ? "unknown libpng error" : text
+        }
+    }
+}
