@@ -132,6 +132,17 @@ do {
     kernels.append(Kernel(name: "add (residual) [\(n)×\(d)] fwd+bwd", run: forwardBackward([x, gate]) { x + x }))
 }
 
+// The autoencoders' convolutions: 3×3, 64 → 64 channels on 32×32 images, and GroupNorm over them.
+do {
+    let x = random([16, 64, 32, 32], seed: 16, requiresGrad: true), w = random([64, 64, 3, 3], seed: 17, requiresGrad: true)
+    let bias = random([64], seed: 18, requiresGrad: true), gain = random([64], seed: 19, requiresGrad: true)
+    kernels.append(Kernel(name: "conv2d 3×3 [16×64×32×32] → 64 fwd+bwd", run: forwardBackward([x, w, bias]) { conv2d(x, weight: w, bias: bias, padding: 1) }))
+    let small = random([16, 64, 16, 16], seed: 20, requiresGrad: true), wt = random([64, 64, 4, 4], seed: 21, requiresGrad: true)
+    kernels.append(Kernel(name: "convTranspose2d 4×4/2 [16×64×16×16] → 64 fwd+bwd",
+                          run: forwardBackward([small, wt]) { convTranspose2d(small, weight: wt, bias: nil, stride: 2, padding: 1) }))
+    kernels.append(Kernel(name: "groupNorm 32 groups [16×64×32×32] fwd+bwd", run: forwardBackward([x, gain, bias]) { groupNorm(x, groups: 32, weight: gain, bias: bias) }))
+}
+
 print("kernel                                                         ms      GFLOP/s   share of ceiling")
 for kernel in kernels where filters.isEmpty || filters.contains(where: { kernel.name.lowercased().contains($0) }) {
     let (seconds, flops) = measure(kernel.run)
