@@ -27,7 +27,7 @@ public func attention(query q: Tensor, key k: Tensor, value v: Tensor, masks: [A
             BLAS.sgemm(transA: false, transB: true, m: t, n: t, k: dh, alpha: scale,
                        a: q.data + offset, lda: d, b: k.data + offset, ldb: d, c: p, ldc: t)
             let maskBias = bias.data + sequence * t * t
-            Parallel.forRanges(t, minimumPerThread: max(1, 16_384 / t)) { rows in
+            Parallel.forRows(t, width: t) { rows in
                 for row in rows {
                     let pr = p + row * t, br = maskBias + row * t
                     for j in 0..<t { pr[j] += br[j] }
@@ -56,7 +56,7 @@ public func attention(query q: Tensor, key k: Tensor, value v: Tensor, masks: [A
                 guard gq != nil || gk != nil else { continue }
                 BLAS.sgemm(transA: false, transB: true, m: t, n: t, k: dh, a: g.data + offset, lda: d,
                            b: v.data + offset, ldb: d, c: ds, ldc: t)
-                Parallel.forRanges(t, minimumPerThread: max(1, 16_384 / t)) { rows in
+                Parallel.forRows(t, width: t) { rows in
                     for row in rows {
                         let pr = p + row * t, dr = ds + row * t
                         var dot: Float = 0

@@ -75,7 +75,7 @@ func im2col(_ image: UnsafePointer<Float>, planes: Int, _ g: ConvGeometry,
             into columns: UnsafeMutablePointer<Float>) {
     let area = g.imageArea, n = g.columnCount, kArea = g.kernelArea
     let s = g.stride, pad = g.padding, outW = g.outW, width = g.width
-    Parallel.forRanges(planes, minimumPerThread: max(1, 16_384 / max(1, kArea * n))) { range in
+    Parallel.forRows(planes, width: kArea * n) { range in
         for p in range {
             let plane = image + p * area  // [H, W]
             for ki in 0..<g.kernelH {
@@ -113,7 +113,7 @@ func col2im(_ columns: UnsafePointer<Float>, planes: Int, _ g: ConvGeometry,
             addingInto image: UnsafeMutablePointer<Float>) {
     let area = g.imageArea, n = g.columnCount, kArea = g.kernelArea
     let s = g.stride, pad = g.padding, outW = g.outW, width = g.width
-    Parallel.forRanges(planes, minimumPerThread: max(1, 16_384 / max(1, kArea * n))) { range in
+    Parallel.forRows(planes, width: kArea * n) { range in
         for p in range {
             let plane = image + p * area  // [H, W]
             for ki in 0..<g.kernelH {
@@ -144,7 +144,7 @@ func col2im(_ columns: UnsafePointer<Float>, planes: Int, _ g: ConvGeometry,
 /// out[b, c, :] = values[c] (or 0 without values) for every image: what convTranspose2d adds onto.
 private func fillChannels(_ out: UnsafeMutablePointer<Float>, batch: Int, channels: Int, area: Int,
                           values: UnsafePointer<Float>?) {
-    Parallel.forRanges(batch * channels, minimumPerThread: max(1, 16_384 / max(1, area))) { range in
+    Parallel.forRows(batch * channels, width: area) { range in
         for plane in range {
             (out + plane * area).update(repeating: values?[plane % channels] ?? 0, count: area)
         }
@@ -155,7 +155,7 @@ private func fillChannels(_ out: UnsafeMutablePointer<Float>, batch: Int, channe
 /// so each thread owns its entries; four partial sums keep the adds from waiting on each other.
 private func sumPerChannel(_ dy: UnsafePointer<Float>, batch: Int, channels: Int, area: Int,
                            addingInto gradient: UnsafeMutablePointer<Float>) {
-    Parallel.forRanges(channels, minimumPerThread: max(1, 16_384 / max(1, batch * area))) { range in
+    Parallel.forRows(channels, width: batch * area) { range in
         for c in range {
             var total: Float = 0
             for b in 0..<batch {
@@ -343,7 +343,7 @@ public func upsampleNearest2x(_ x: Tensor) -> Tensor {
     let out = Tensor(uninitializedShape: [x.shape[0], x.shape[1], 2 * x.shape[2], 2 * width])  // [B, C, 2H, 2W]
     let xs = x.data, ys = out.data
     // Input row r (plane p, row h, r = p·H + h) becomes output rows 2h and 2h + 1 of plane p: rows 2r, 2r + 1.
-    Parallel.forRanges(rows, minimumPerThread: max(1, 16_384 / max(1, 4 * width))) { range in
+    Parallel.forRows(rows, width: 4 * width) { range in
         for r in range {
             let src = xs + r * width, top = ys + 2 * r * 2 * width, bottom = top + 2 * width
             for i in 0..<width {
@@ -355,7 +355,7 @@ public func upsampleNearest2x(_ x: Tensor) -> Tensor {
     }
     return out.recordGraph(inputs: [x]) { _, grad in
         let gx = x.gradientBuffer(), gy = grad.data  // [B, C, H, W], [B, C, 2H, 2W]
-        Parallel.forRanges(rows, minimumPerThread: max(1, 16_384 / max(1, 4 * width))) { range in
+        Parallel.forRows(rows, width: 4 * width) { range in
             for r in range {
                 let top = gy + 2 * r * 2 * width, bottom = top + 2 * width, dst = gx + r * width
                 for i in 0..<width {
@@ -377,7 +377,7 @@ public func avgPool2x(_ x: Tensor) -> Tensor {
     let out = Tensor(uninitializedShape: [x.shape[0], x.shape[1], x.shape[2] / 2, outW])  // [B, C, H/2, W/2]
     let rows = out.count / max(1, outW)  // B·C·H/2 output rows; output row r reads input rows 2r and 2r + 1
     let xs = x.data, ys = out.data
-    Parallel.forRanges(rows, minimumPerThread: max(1, 16_384 / max(1, 4 * outW))) { range in
+    Parallel.forRows(rows, width: 4 * outW) { range in
         for r in range {
             let top = xs + 2 * r * width, bottom = top + width, dst = ys + r * outW
             for i in 0..<outW {
@@ -388,7 +388,7 @@ public func avgPool2x(_ x: Tensor) -> Tensor {
     FlopCounter.add(x.count)  // three adds and a multiply per block of four
     return out.recordGraph(inputs: [x]) { _, grad in
         let gx = x.gradientBuffer(), gy = grad.data  // [B, C, H, W], [B, C, H/2, W/2]
-        Parallel.forRanges(rows, minimumPerThread: max(1, 16_384 / max(1, 4 * outW))) { range in
+        Parallel.forRows(rows, width: 4 * outW) { range in
             for r in range {
                 let top = gx + 2 * r * width, bottom = top + width, src = gy + r * outW
                 for i in 0..<outW {

@@ -19,7 +19,7 @@ public func crossEntropy(_ logits: Tensor, targets: [Int32], ignoreIndex: Int32 
     let rowLoss = Tensor(zeros: [rows])
     let x = logits.data
     targets.withUnsafeBufferPointer { targets in
-        Parallel.forRanges(rows, minimumPerThread: max(1, 16_384 / v)) { r in
+        Parallel.forRows(rows, width: v) { r in
             for row in r where targets[row] != ignoreIndex {
                 let xr = x + row * v
                 let peak = maximum(xr, v)
@@ -36,7 +36,7 @@ public func crossEntropy(_ logits: Tensor, targets: [Int32], ignoreIndex: Int32 
     return out.recordGraph(inputs: [logits]) { _, g in
         let gx = logits.gradientBuffer(), scale = g.data[0] / Float(max(counted, 1))
         targets.withUnsafeBufferPointer { targets in
-            Parallel.forRanges(rows, minimumPerThread: max(1, 16_384 / v)) { r in
+            Parallel.forRows(rows, width: v) { r in
                 for row in r where targets[row] != ignoreIndex {
                     let xr = x + row * v, gr = gx + row * v, logZ = logNormalizer.data[row]
                     let factor = scale * (1 + 2 * zLoss * logZ)

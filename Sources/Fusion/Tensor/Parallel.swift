@@ -26,4 +26,11 @@ public enum Parallel {
             }
         }
     }
+
+    /// `forRanges` over `rows` rows of `width` elements each, split when every thread still gets
+    /// about 16K elements of work.
+    @inline(__always)
+    public static func forRows(_ rows: Int, width: Int, _ body: (Range<Int>) -> Void) {
+        forRanges(rows, minimumPerThread: max(1, 16_384 / max(width, 1)), body)
+    }
 }

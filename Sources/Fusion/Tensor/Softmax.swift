@@ -19,13 +19,13 @@ extension Tensor {
         let n = shape.last ?? 1, rows = count / max(n, 1)
         let out = Tensor(uninitializedShape: shape)
         let x = data, y = out.data
-        Parallel.forRanges(rows, minimumPerThread: max(1, 16_384 / max(n, 1))) { r in
+        Parallel.forRows(rows, width: n) { r in
             for row in r { softmaxRow(x + row * n, y + row * n, n) }
         }
         FlopCounter.add(4 * count)
         return out.recordGraph(inputs: [self]) { out, g in
             let gx = self.gradientBuffer(), y = out.data, gy = g.data
-            Parallel.forRanges(rows, minimumPerThread: max(1, 16_384 / max(n, 1))) { r in
+            Parallel.forRows(rows, width: n) { r in
                 for row in r {
                     let o = row * n
                     var dot: Float = 0
@@ -41,7 +41,7 @@ extension Tensor {
         let n = shape.last ?? 1, rows = count / max(n, 1)
         let out = Tensor(uninitializedShape: shape)
         let x = data, y = out.data
-        Parallel.forRanges(rows, minimumPerThread: max(1, 16_384 / max(n, 1))) { r in
+        Parallel.forRows(rows, width: n) { r in
             for row in r {
                 let xr = x + row * n, yr = y + row * n
                 let peak = maximum(xr, n)
@@ -52,7 +52,7 @@ extension Tensor {
         FlopCounter.add(4 * count)
         return out.recordGraph(inputs: [self]) { out, g in
             let gx = self.gradientBuffer(), y = out.data, gy = g.data
-            Parallel.forRanges(rows, minimumPerThread: max(1, 16_384 / max(n, 1))) { r in
+            Parallel.forRows(rows, width: n) { r in
                 for row in r {
                     let o = row * n
                     var total: Float = 0
