@@ -21,6 +21,7 @@ struct Reference: ParsableCommand {
         @Option(help: "Directory for the run's files.") var out = "runs/reference"
         @Option(help: "Passes over the 60,000 training images.") var epochs = 3
         @Option(help: "Seed of every random stream (init, data order).") var seed: UInt64 = 0
+        @Option(help: "Directory holding the Fashion-MNIST IDX .gz files.") var data = FashionMNIST.directory
         @Flag(help: "Replace the files of an existing run in --out.") var overwrite = false
 
         func run() throws {
@@ -28,7 +29,7 @@ struct Reference: ParsableCommand {
             var config = ReferenceTrainingConfig()
             config.epochs = epochs
             config.seed = seed
-            try ReferenceTraining.run(config, directory: out, overwrite: overwrite)
+            try ReferenceTraining.run(config, directory: out, overwrite: overwrite, dataDirectory: data)
         }
     }
 }

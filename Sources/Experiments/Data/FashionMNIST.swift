@@ -78,12 +78,15 @@ public enum FashionMNIST {
             Int(bytes[offset]) << 24 | Int(bytes[offset + 1]) << 16 | Int(bytes[offset + 2]) << 8 | Int(bytes[offset + 3])
         }
         let header = 4 + 4 * dimensions.count
-        guard bytes.count >= header else {
+        guard bytes.count >= 4 else {
             throw DataError(description: "\(path): \(bytes.count) bytes is too short for an IDX header — \(setupHint)")
         }
         guard word(0) == Int(magic) else {
             throw DataError(description: String(format: "%@: magic number 0x%08x, expected 0x%08x (not a Fashion-MNIST IDX file) — %@",
                                                 path, word(0), magic, setupHint))
+        }
+        guard bytes.count >= header else {
+            throw DataError(description: "\(path): \(bytes.count) bytes is too short for an IDX header — \(setupHint)")
         }
         let found = (0..<dimensions.count).map { word(4 + 4 * $0) }
         guard found == dimensions else {

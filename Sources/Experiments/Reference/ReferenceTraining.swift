@@ -36,7 +36,7 @@ enum ReferenceTraining {
     /// `directory`. Returns the final test accuracy.
     @discardableResult
     static func run(_ config: ReferenceTrainingConfig, directory: String, overwrite: Bool,
-                    trainingSet: FashionMNIST.Set? = nil, testSet: FashionMNIST.Set? = nil) throws -> Double {
+                    dataDirectory: String = FashionMNIST.directory) throws -> Double {
         let logPath = "\(directory)/log.h5", checkpointPath = "\(directory)/checkpoint.h5"
         let gridPath = "\(directory)/test-images.png"
         if !overwrite {
@@ -45,8 +45,8 @@ enum ReferenceTraining {
             }
         }
         print("reference classifier: resolved config\n\(config.yaml)\n")
-        let train = try trainingSet ?? FashionMNIST.load(.train)
-        let test = try testSet ?? FashionMNIST.load(.test)
+        let train = try FashionMNIST.load(.train, directory: dataDirectory)
+        let test = try FashionMNIST.load(.test, directory: dataDirectory)
 
         var generator = RandomGenerator(seed: config.seed)
         var initGenerator = generator.split(key: "init")
