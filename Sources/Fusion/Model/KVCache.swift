@@ -1,0 +1,89 @@
+// Key/value cache for sampling (Pope et al. 2022, "Efficiently Scaling Transformer Inference", §2):
+// the keys and values of positions already processed are kept per layer, so each new position costs
+// one row of attention instead of a whole forward pass over the prefix.
+//
+// Shapes: keys and values [B, C, H, Dh] per layer, C = capacity; the first `length` are filled.
+import Foundation
+
+public final class KVCache {
+    /// How the new positions of one call attend to each other (they always see the whole cache).
+    public enum NewTokenAttention { case causal, bidirectional }
+
+    public let batch: Int, capacity: Int, heads: Int, headWidth: Int
+    public private(set) var length = 0
+    var keys: [Tensor], values: [Tensor]  // per layer [B, C, H, Dh]
+    /// keyIsValid[b][j]: position j of sequence b is a real token (false: padding nobody attends to).
+    var keyIsValid: [[Bool]]
+
+    public init(config: TransformerConfig, batch: Int, capacity: Int? = nil) {
+        self.batch = batch
+        self.capacity = capacity ?? config.contextLength
+        heads = config.heads
+        headWidth = config.headWidth
+        keys = (0..<config.layers).map { _ in Tensor(zeros: [batch, capacity ?? config.contextLength, config.heads, config.headWidth]) }
+        values = (0..<config.layers).map { _ in Tensor(zeros: [batch, capacity ?? config.contextLength, config.heads, config.headWidth]) }
+        keyIsValid = Array(repeating: Array(repeating: false, count: capacity ?? config.contextLength), count: batch)
+    }
+
+    /// Forgets every cached position after the first `length` (e.g. to re-sample from a shared prompt).
+    public func truncate(to newLength: Int) {
+        precondition(newLength >= 0 && newLength <= length, "KVCache.truncate(to: \(newLength)) with \(length) cached")
+        length = newLength
+    }
+
+    /// Attention of new queries q [B, Tn, H, Dh] over the cache plus the new keys k and values v, which
+    /// are written at positions length..<length+Tn. Returns [B, Tn, H, Dh].
+    func attend(layer: Int, query q: Tensor, key k: Tensor, value v: Tensor,
+                newTokens: NewTokenAttention, valid: [[Bool]]?) -> Tensor {
+        let (b, tn) = (q.shape[0], q.shape[1]), d = heads * headWidth, start = length, tk = start + tn
+        precondition(b == batch && q.shape[2] == heads && q.shape[3] == headWidth, "KVCache: query \(q.shape) for a cache of [\(batch), \(capacity), \(heads), \(headWidth)]")
+        let cachedKeys = keys[layer], cachedValues = values[layer]
+        for sequence in 0..<b {  // append this call's keys and values
+            (cachedKeys.data + (sequence * capacity + start) * d).update(from: k.data + sequence * tn * d, count: tn * d)
+            (cachedValues.data + (sequence * capacity + start) * d).update(from: v.data + sequence * tn * d, count: tn * d)
+        }
+        // Additive mask [Tn, Tk] per sequence: cached keys if valid, new keys causally or fully.
+        let bias = Tensor(uninitializedShape: [b, tn, tk])
+        for sequence in 0..<b {
+            let row = bias.data + sequence * tn * tk
+            for i in 0..<tn {
+                for j in 0..<tk {
+                    let isValid = j < start ? keyIsValid[sequence][j] : (valid?[sequence][j - start] ?? true)
+                    let ordered = j < start || newTokens == .bidirectional || j - start <= i
+                    row[i * tk + j] = (isValid && ordered) || j == start + i ? 0 : -.infinity
+                }
+            }
+        }
+        let out = Tensor(uninitializedShape: q.shape)
+        let scores = Tensor(uninitializedShape: [tn, tk])
+        let scale = 1 / Float(headWidth).squareRoot()
+        withExtendedLifetime((bias, scores)) {
+            for sequence in 0..<b {
+                for head in 0..<heads {
+                    let qOffset = sequence * tn * d + head * headWidth, cOffset = sequence * capacity * d + head * headWidth
+                    BLAS.sgemm(transA: false, transB: true, m: tn, n: tk, k: headWidth, alpha: scale,
+                               a: q.data + qOffset, lda: d, b: cachedKeys.data + cOffset, ldb: d, c: scores.data, ldc: tk)
+                    let maskBias = bias.data + sequence * tn * tk
+                    for i in 0..<tn {
+                        let row = scores.data + i * tk
+                        for j in 0..<tk { row[j] += maskBias[i * tk + j] }
+                        softmaxRow(row, row, tk)
+                    }
+                    BLAS.sgemm(transA: false, transB: false, m: tn, n: headWidth, k: tk,
+                               a: scores.data, lda: tk, b: cachedValues.data + cOffset, ldb: d, c: out.data + qOffset, ldc: d)
+                }
+            }
+        }
+        FlopCounter.add(b * heads * tn * tk * (4 * headWidth + 5))
+        return out
+    }
+
+    /// Called once per forward pass after every layer has attended.
+    func finish(newCount: Int, valid: [[Bool]]?, commit: Bool) {
+        guard commit else { return }
+        for sequence in 0..<batch {
+            for i in 0..<newCount { keyIsValid[sequence][length + i] = valid?[sequence][i] ?? true }
+        }
+        length += newCount
+    }
+}

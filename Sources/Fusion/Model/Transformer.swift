@@ -1,0 +1,141 @@
+// The core: one decoder-only transformer shared by all three recipes (DESIGN.md, "The three recipes
+// on one core"). Llama-style (Touvron et al. 2023, §2.2): RMSNorm, RoPE, SwiGLU, no biases; with
+// Chameleon's switches (arXiv 2405.09818, §2.3): QK-norm and norm re-ordering.
+//
+// Shape alphabet: B batch, T sequence, D width, H heads, Dh = D/H, F SwiGLU hidden, V vocabulary.
+// A recipe turns its sequence into input embeddings [B, T, D] (token rows, or image patch rows for
+// Transfusion), calls `hiddenStates`, and reads logits or patch predictions from the result.
+import Foundation
+
+public final class TransformerBlock: Module {
+    let config: TransformerConfig
+    let attentionNorm: Tensor  // [D]
+    let wq: Tensor, wk: Tensor, wv: Tensor  // [D, D]
+    let wo: Tensor  // [D, D], scaled init
+    let queryNorm: Tensor?, keyNorm: Tensor?  // [Dh], with QK-norm
+    let mlpNorm: Tensor  // [D]
+    let wGate: Tensor, wUp: Tensor  // [F, D]
+    let wDown: Tensor  // [D, F], scaled init
+
+    init(config: TransformerConfig, generator: inout RandomGenerator) {
+        self.config = config
+        let d = config.width, f = config.resolvedMLPHidden, dh = config.headWidth
+        let std = config.initStd, residualStd = config.initStd / Float(2 * config.layers).squareRoot()
+        func weight(_ shape: [Int], _ std: Float) -> Tensor {
+            Tensor.randomNormal(shape, std: std, generator: &generator, requiresGrad: true)
+        }
+        attentionNorm = Tensor(repeating: 1, shape: [d], requiresGrad: true)
+        wq = weight([d, d], std); wk = weight([d, d], std); wv = weight([d, d], std)
+        wo = weight([d, d], residualStd)
+        queryNorm = config.qkNorm ? Tensor(repeating: 1, shape: [dh], requiresGrad: true) : nil
+        keyNorm = config.qkNorm ? Tensor(repeating: 1, shape: [dh], requiresGrad: true) : nil
+        mlpNorm = Tensor(repeating: 1, shape: [d], requiresGrad: true)
+        wGate = weight([f, d], std); wUp = weight([f, d], std)
+        wDown = weight([d, f], residualStd)
+    }
+
+    /// Pre-norm: x + f(norm(x)).  Re-ordered (Chameleon): x + norm(f(x)).
+    private func residual(_ x: Tensor, norm: Tensor, _ f: (Tensor) -> Tensor) -> Tensor {
+        switch config.normPlacement {
+        case .pre: return x + f(rmsNorm(x, weight: norm))
+        case .reordered: return x + rmsNorm(f(x), weight: norm)
+        }
+    }
+
+    /// Queries, keys and values [B, T, H, Dh] of x [B, T, D], with QK-norm and RoPE applied.
+    private func projections(_ x: Tensor, positions: [Int32]) -> (q: Tensor, k: Tensor, v: Tensor) {
+        let (b, t) = (x.shape[0], x.shape[1]), (h, dh) = (config.heads, config.headWidth)
+        var q = linear(x, wq).reshaped([b, t, h, dh]), k = linear(x, wk).reshaped([b, t, h, dh])
+        let v = linear(x, wv).reshaped([b, t, h, dh])
+        if let queryNorm, let keyNorm {
+            q = rmsNorm(q, weight: queryNorm)
+            k = rmsNorm(k, weight: keyNorm)
+        }
+        return (rotaryEmbedding(q, positions: positions, base: config.ropeBase),
+                rotaryEmbedding(k, positions: positions, base: config.ropeBase), v)
+    }
+
+    private func mlp(_ x: Tensor) -> Tensor { linear(swiglu(linear(x, wGate), linear(x, wUp)), wDown) }
+
+    /// x [B, T, D] → [B, T, D] under one mask per sequence.
+    func callAsFunction(_ x: Tensor, positions: [Int32], masks: [AttentionMask]) -> Tensor {
+        let h = residual(x, norm: attentionNorm) { input in
+            let (q, k, v) = projections(input, positions: positions)
+            return linear(attention(query: q, key: k, value: v, masks: masks).reshaped(input.shape), wo)
+        }
+        return residual(h, norm: mlpNorm, mlp)
+    }
+
+    /// The same block for new positions against a key/value cache (inference only).
+    func callAsFunction(_ x: Tensor, positions: [Int32], cache: KVCache, layer: Int,
+                        newTokens: KVCache.NewTokenAttention, valid: [[Bool]]?) -> Tensor {
+        let h = residual(x, norm: attentionNorm) { input in
+            let (q, k, v) = projections(input, positions: positions)
+            let out = cache.attend(layer: layer, query: q, key: k, value: v, newTokens: newTokens, valid: valid)
+            return linear(out.reshaped(input.shape), wo)
+        }
+        return residual(h, norm: mlpNorm, mlp)
+    }
+}
+
+public final class Transformer: Module {
+    public let config: TransformerConfig
+    /// [V, D]: input embedding of every id (text, special, image code).
+    public let tokenEmbedding: Tensor
+    public let blocks: [TransformerBlock]
+    let finalNorm: Tensor  // [D]
+    /// [V, D]: logits = hidden · outputHeadᵀ (untied from the input embedding, as Llama).
+    public let outputHead: Tensor
+
+    public init(config: TransformerConfig, generator: inout RandomGenerator) {
+        precondition((try? config.validate()) != nil, "Transformer: invalid configuration \(config); call validate() first")
+        self.config = config
+        tokenEmbedding = Tensor.randomNormal([config.vocabularySize, config.width], std: config.initStd,
+                                             generator: &generator, requiresGrad: true)
+        var blocks: [TransformerBlock] = []
+        for _ in 0..<config.layers { blocks.append(TransformerBlock(config: config, generator: &generator)) }
+        self.blocks = blocks
+        finalNorm = Tensor(repeating: 1, shape: [config.width], requiresGrad: true)
+        outputHead = Tensor.randomNormal([config.vocabularySize, config.width], std: config.initStd,
+                                         generator: &generator, requiresGrad: true)
+    }
+
+    /// Embeddings [N, D] of N ids.
+    public func embed(_ ids: [Int32]) -> Tensor { embedding(tokenEmbedding, ids: ids) }
+
+    /// Final-normalised hidden states [B, T, D] of inputs [B, T, D]; `positions` are B·T RoPE positions
+    /// (restarting in each packed document), `masks` one per sequence.
+    public func hiddenStates(_ inputs: Tensor, positions: [Int32], masks: [AttentionMask]) -> Tensor {
+        checkShape(inputs.rank == 3 && inputs.shape[2] == config.width,
+                   "Transformer: inputs \(inputs.shape) must be [B, T, \(config.width)]")
+        checkShape(inputs.shape[1] <= config.contextLength,
+                   "Transformer: sequence of \(inputs.shape[1]) positions is longer than the context (\(config.contextLength))")
+        var x = inputs
+        for block in blocks { x = block(x, positions: positions, masks: masks) }
+        return rmsNorm(x, weight: finalNorm)
+    }
+
+    /// Logits [..., V] of hidden states [..., D].
+    public func logits(_ hidden: Tensor) -> Tensor { linear(hidden, outputHead) }
+
+    /// Hidden states [B, Tn, D] of Tn new positions per sequence, attending to everything in `cache`
+    /// and to each other (`newTokens`: causally, or fully as inside an image); their keys and values
+    /// are written into the cache, and kept there only when `commit` (a diffusion or MaskGIT step
+    /// re-runs the same image positions many times over one cached prefix). `valid` [B][Tn] marks
+    /// padding (false) that no one may attend to. Inference only: records no graph.
+    public func hiddenStates(_ inputs: Tensor, positions: [Int32], cache: KVCache,
+                             newTokens: KVCache.NewTokenAttention = .causal, valid: [[Bool]]? = nil,
+                             commit: Bool = true) -> Tensor {
+        withoutGradients {
+            let tn = inputs.shape[1]
+            precondition(cache.length + tn <= cache.capacity,
+                         "Transformer: \(cache.length) cached + \(tn) new positions exceed the cache (\(cache.capacity))")
+            var x = inputs
+            for (layer, block) in blocks.enumerated() {
+                x = block(x, positions: positions, cache: cache, layer: layer, newTokens: newTokens, valid: valid)
+            }
+            cache.finish(newCount: tn, valid: valid, commit: commit)
+            return rmsNorm(x, weight: finalNorm)
+        }
+    }
+}

@@ -1,0 +1,33 @@
+// Chameleon's objective (arXiv 2405.09818, §2.1, §2.3): images are VQ codes in the shared vocabulary
+// and every position predicts the next id of its document with one cross-entropy, text and image
+// alike, plus the z-loss that keeps log Z near 0. The same next-token loss on text is what the other
+// two recipes use for their language-model part.
+
+extension FusionModel {
+    /// Logits [N, V] of a packed batch whose image positions hold code ids (inputs are token embeddings).
+    func tokenLogits(_ batch: PackedBatch, inputIDs: [Int32]? = nil) -> Tensor {
+        let (b, t, d) = (batch.rows, batch.length, config.model.width)
+        let inputs = core.embed(inputIDs ?? batch.ids).reshaped([b, t, d])
+        let hidden = core.hiddenStates(inputs, positions: batch.positions, masks: masks(for: batch))
+        return core.logits(hidden.reshaped([b * t, d]))
+    }
+
+    /// Next-token cross-entropy over every position whose successor is in the same document.
+    func nextTokenLoss(_ batch: PackedBatch) -> RecipeLoss {
+        let logits = tokenLogits(batch)
+        let targets = batch.nextTokenTargets
+        // Split the targets so the log shows text and image loss apart; the sum of the two parts,
+        // each weighted by its share of targets, is the mean over all targets.
+        var textTargets = targets, imageTargets = targets
+        var textCount = 0, imageCount = 0
+        for (i, target) in targets.enumerated() where target >= 0 {
+            if vocabulary.isImageCode(target) { textTargets[i] = -1; imageCount += 1 } else { imageTargets[i] = -1; textCount += 1 }
+        }
+        let count = Float(max(textCount + imageCount, 1))
+        let textLoss = crossEntropy(logits, targets: textTargets, zLoss: config.zLoss)
+        let imageLoss = crossEntropy(logits, targets: imageTargets, zLoss: config.zLoss)
+        let total = textLoss * (Float(textCount) / count) + imageLoss * (Float(imageCount) / count)
+        return RecipeLoss(total: total, parts: [("text_loss", textLoss.item), ("image_loss", imageLoss.item)],
+                          trainedPositions: textCount + imageCount)
+    }
+}

@@ -1,0 +1,133 @@
+// One configuration type for all three recipes (DESIGN.md, the recipe table): every difference
+// between Chameleon, Show-o and Transfusion is a field here, so "Chameleon with bidirectional image
+// attention" or "Transfusion with QK-norm" is a one-line change. The named recipes are presets.
+
+public struct RecipeConfig: Codable, Equatable, Sendable {
+    /// How images are represented and what loss they get.
+    public enum ImageObjective: String, Codable, CaseIterable, Sendable {
+        /// Chameleon (arXiv 2405.09818, §2.1): VQ codes in the vocabulary, next-token cross-entropy.
+        case nextToken
+        /// Show-o (arXiv 2408.12528, §3.2): codes, a scheduled share replaced by MASK, cross-entropy on those.
+        case maskedTokens
+        /// Transfusion (arXiv 2408.11039, §3.1): continuous latents, noise prediction, MSE.
+        case diffusion
+
+        public var usesCodes: Bool { self != .diffusion }
+    }
+
+    /// Share of image tokens masked as a function of u ~ U(0, 1) (Show-o §3.2, after MaskGIT §3.2).
+    public enum MaskSchedule: String, Codable, CaseIterable, Sendable { case cosine, linear, power, sigmoid }
+    /// Transfusion §3.2: a linear layer, or U-Net down/up blocks, between latent patches and the core.
+    public enum PatchEncoder: String, Codable, CaseIterable, Sendable { case linear, unet }
+    /// ε-prediction under a cosine schedule (Transfusion §2.2, DDPM), or rectified flow (Liu et al.
+    /// 2022; Esser et al. 2024): predict the velocity x₁ − x₀ along a straight path.
+    public enum DiffusionObjective: String, Codable, CaseIterable, Sendable { case epsilon, flow }
+
+    /// The recipe this configuration started from (for logs); switches may since have changed.
+    public var recipe = "chameleon"
+    public var model = TransformerConfig()
+    public var imageObjective = ImageObjective.nextToken
+    public var imageAttention = ImageAttention.causal
+    /// Coefficient of the z-loss (log Z)² on text/code logits (Chameleon §2.3 uses 1e-5).
+    public var zLoss: Float = 0
+    /// Probability a caption is dropped in training, for classifier-free guidance (Ho & Salimans 2022).
+    public var captionDropout: Float = 0.1
+
+    // Image geometry, given by the autoencoder.
+    /// Side h = w of the autoencoder's latent grid.
+    public var imageGrid = 8
+    /// Codebook size K of the discrete autoencoder.
+    public var imageCodes = 512
+    /// Latent channels C of the continuous autoencoder.
+    public var latentChannels = 4
+
+    // Show-o.
+    public var maskSchedule = MaskSchedule.cosine
+    /// Exponent of the `.power` schedule, steepness of `.sigmoid`.
+    public var maskScheduleShape: Float = 2
+
+    // Transfusion.
+    public var patchSize = 2
+    public var patchEncoder = PatchEncoder.linear
+    /// λ in  loss = LM + λ · diffusion  (Transfusion §3.3 uses 5).
+    public var diffusionWeight: Float = 5
+    public var diffusionObjective = DiffusionObjective.epsilon
+    /// Training timesteps of the discrete noise schedule.
+    public var diffusionSteps = 1_000
+    /// When an image precedes its caption, its noise level is capped at this timestep so captioning
+    /// still sees a usable image (Transfusion §4.1 caps at 500).
+    public var captioningNoiseLimit = 500
+
+    public init() {}
+
+    public static var chameleon: RecipeConfig {
+        var c = RecipeConfig()
+        c.recipe = "chameleon"
+        c.imageObjective = .nextToken
+        c.imageAttention = .causal
+        c.model.qkNorm = true
+        c.model.normPlacement = .reordered
+        c.zLoss = 1e-5
+        return c
+    }
+
+    public static var showo: RecipeConfig {
+        var c = RecipeConfig()
+        c.recipe = "showo"
+        c.imageObjective = .maskedTokens
+        c.imageAttention = .bidirectional
+        c.model.qkNorm = true
+        c.model.normPlacement = .pre
+        return c
+    }
+
+    public static var transfusion: RecipeConfig {
+        var c = RecipeConfig()
+        c.recipe = "transfusion"
+        c.imageObjective = .diffusion
+        c.imageAttention = .bidirectional
+        c.model.qkNorm = false
+        c.model.normPlacement = .pre
+        return c
+    }
+
+    public static let presetNames = ["chameleon", "showo", "transfusion"]
+
+    public static func preset(named name: String) throws -> RecipeConfig {
+        switch name {
+        case "chameleon": return .chameleon
+        case "showo", "show-o": return .showo
+        case "transfusion": return .transfusion
+        default:
+            throw ConfigurationError("unknown recipe '\(name)'; the presets are \(presetNames.joined(separator: ", "))")
+        }
+    }
+
+    /// Positions one image takes in a sequence: h·w codes, or (h/p)² latent patches.
+    public var imagePositions: Int {
+        imageObjective.usesCodes ? imageGrid * imageGrid : (imageGrid / patchSize) * (imageGrid / patchSize)
+    }
+
+    public func validate() throws {
+        try model.validate()
+        func fail(_ m: String) -> ConfigurationError { ConfigurationError(m) }
+        guard imageGrid > 0 else { throw fail("imageGrid must be positive (got \(imageGrid))") }
+        guard (0...1).contains(captionDropout) else { throw fail("captionDropout must lie in [0, 1] (got \(captionDropout))") }
+        guard zLoss >= 0 else { throw fail("zLoss must be ≥ 0 (got \(zLoss))") }
+        if imageObjective.usesCodes {
+            guard imageCodes > 0 else { throw fail("imageCodes must be positive for \(imageObjective.rawValue) (got \(imageCodes))") }
+        } else {
+            guard [1, 2].contains(patchSize) else { throw fail("patchSize must be 1 or 2 (got \(patchSize))") }
+            guard imageGrid % patchSize == 0 else { throw fail("imageGrid \(imageGrid) is not a multiple of patchSize \(patchSize)") }
+            guard latentChannels > 0 else { throw fail("latentChannels must be positive (got \(latentChannels))") }
+            guard diffusionWeight >= 0 else { throw fail("diffusionWeight must be ≥ 0 (got \(diffusionWeight))") }
+            guard diffusionSteps >= 2 else { throw fail("diffusionSteps must be at least 2 (got \(diffusionSteps))") }
+            guard (0...diffusionSteps).contains(captioningNoiseLimit) else {
+                throw fail("captioningNoiseLimit must lie in 0...diffusionSteps (\(diffusionSteps)), got \(captioningNoiseLimit)")
+            }
+        }
+        if maskSchedule == .power || maskSchedule == .sigmoid {
+            guard maskScheduleShape > 0 else { throw fail("maskScheduleShape must be > 0 (got \(maskScheduleShape))") }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+// The core: the key/value cache against the plain forward pass, and a gradient check of a whole tiny
+// model under Chameleon's loss (every parameter, every switch it uses).
+import XCTest
+@testable import Fusion
+
+final class TransformerTests: XCTestCase {
+    func tinyCore(qkNorm: Bool, norms: TransformerConfig.NormPlacement) -> Transformer {
+        var config = tinyRecipe(.chameleon).model
+        config.vocabularySize = 26
+        config.qkNorm = qkNorm
+        config.normPlacement = norms
+        var generator = RandomGenerator(seed: 7)
+        return Transformer(config: config, generator: &generator)
+    }
+
+    /// Feeding a sequence in pieces through the cache gives the hidden states of one full pass.
+    func testCachedForwardMatchesFullForward() {
+        for (qkNorm, norms) in [(true, TransformerConfig.NormPlacement.reordered), (false, .pre)] {
+            let core = tinyCore(qkNorm: qkNorm, norms: norms)
+            let ids: [Int32] = [12, 3, 7, 1, 15, 20, 21, 22, 23, 16]
+            let t = ids.count, d = core.config.width
+            let positions = (0..<t).map { Int32($0) }
+            // Positions 5..<9 form a bidirectional span (an image, as Show-o/Transfusion see it).
+            let spans: [Int32] = [-1, -1, -1, -1, -1, 0, 0, 0, 0, -1]
+            let full = withoutGradients {
+                core.hiddenStates(core.embed(ids).reshaped([1, t, d]), positions: positions,
+                                  masks: [AttentionMask(documentIDs: Array(repeating: 0, count: t), spanIDs: spans)])
+            }
+            let cache = KVCache(config: core.config, batch: 1)
+            var pieces: [Tensor] = []
+            for (range, attention) in [(0..<5, KVCache.NewTokenAttention.causal), (5..<9, .bidirectional), (9..<10, .causal)] {
+                let slice = Array(ids[range])
+                pieces.append(core.hiddenStates(core.embed(slice).reshaped([1, slice.count, d]),
+                                                positions: Array(positions[range]), cache: cache, newTokens: attention))
+            }
+            XCTAssertEqual(cache.length, t)
+            let cached = pieces.flatMap(\.array)
+            let maxDifference = zip(full.array, cached).map { abs($0 - $1) }.max() ?? .infinity
+            XCTAssertLessThan(maxDifference, 1e-5, "qkNorm \(qkNorm), norms \(norms): cached vs full differ by \(maxDifference)")
+        }
+    }
+
+    /// An uncommitted call leaves the cache as it was, so a diffusion step can be repeated.
+    func testUncommittedCallDoesNotGrowTheCache() {
+        let core = tinyCore(qkNorm: true, norms: .pre)
+        let cache = KVCache(config: core.config, batch: 1)
+        let d = core.config.width
+        _ = core.hiddenStates(core.embed([12, 3]).reshaped([1, 2, d]), positions: [0, 1], cache: cache)
+        let first = core.hiddenStates(core.embed([4, 5]).reshaped([1, 2, d]), positions: [2, 3], cache: cache,
+                                      newTokens: .bidirectional, commit: false)
+        let again = core.hiddenStates(core.embed([4, 5]).reshaped([1, 2, d]), positions: [2, 3], cache: cache,
+                                      newTokens: .bidirectional, commit: false)
+        XCTAssertEqual(cache.length, 2)
+        XCTAssertEqual(first.array, again.array)
+    }
+
+    /// Left padding marked invalid changes nothing for the real tokens after it.
+    func testPaddingInTheCacheIsInvisible() {
+        let core = tinyCore(qkNorm: true, norms: .pre)
+        let d = core.config.width
+        let plain = KVCache(config: core.config, batch: 1)
+        let a = core.hiddenStates(core.embed([12, 3, 4]).reshaped([1, 3, d]), positions: [0, 1, 2], cache: plain)
+        let padded = KVCache(config: core.config, batch: 1)
+        let b = core.hiddenStates(core.embed([14, 14, 12, 3, 4]).reshaped([1, 5, d]), positions: [0, 0, 0, 1, 2],
+                                  cache: padded, valid: [[false, false, true, true, true]])
+        let tail = Array(b.array[(2 * d)...])
+        XCTAssertLessThan(zip(a.array, tail).map { abs($0 - $1) }.max()!, 1e-5)
+    }
+
+    func testWholeModelGradientUnderChameleonLoss() throws {
+        var generator = RandomGenerator(seed: 3)
+        let model = try FusionModel(config: tinyRecipe(.chameleon), vocabulary: testVocabulary(imageCodes: 6), generator: &generator)
+        let documents = [Document([.text([1, 2]), .image(.codes([0, 5, 3, 2]))]), Document([.image(.codes([1, 1, 4, 0])), .text([3, 4])])]
+        let batch = try model.layout.pack(documents, length: 12)
+        XCTAssertEqual(batch.rows, 2)
+        var unused = RandomGenerator(seed: 0)
+        assertGradientsMatch(model.parameters, epsilon: 3e-3, rtol: 3e-2, atol: 3e-3) { _ in
+            model.loss(batch, generator: &unused).total
+        }
+    }
+
+    func testParameterCountMatchesTheFormula() {
+        let core = tinyCore(qkNorm: true, norms: .pre)
+        let embeddings = 2 * core.config.vocabularySize * core.config.width
+        XCTAssertEqual(core.parameterCount - embeddings, core.config.nonEmbeddingParameterCount)
+    }
+
+    func testRecipeMismatchesAreExplained() {
+        var generator = RandomGenerator(seed: 0)
+        XCTAssertThrowsError(try FusionModel(config: .transfusion, vocabulary: testVocabulary(imageCodes: 6), generator: &generator)) {
+            XCTAssert("\($0)".contains("continuous"), "\($0)")
+        }
+        XCTAssertThrowsError(try FusionModel(config: .chameleon, vocabulary: testVocabulary(imageCodes: 0), generator: &generator)) {
+            XCTAssert("\($0)".contains("image codes"), "\($0)")
+        }
+        XCTAssertThrowsError(try RecipeConfig.preset(named: "dalle")) { XCTAssert("\($0)".contains("chameleon, showo, transfusion")) }
+    }
+}
