@@ -95,4 +95,27 @@ final class TransformerTests: XCTestCase {
         }
         XCTAssertThrowsError(try RecipeConfig.preset(named: "dalle")) { XCTAssert("\($0)".contains("chameleon, showo, transfusion")) }
     }
+
+    /// Prompts of different lengths, left-padded in one batch, prefill to the hidden states each gets alone,
+    /// image spans bidirectional for Show-o.
+    func testPrefillOfLeftPaddedPromptsMatchesEachAlone() throws {
+        var generator = RandomGenerator(seed: 5)
+        let model = try FusionModel(config: tinyRecipe(.showo), vocabulary: testVocabulary(imageCodes: 6), generator: &generator)
+        let prompts = [Document([.text([1, 2, 3]), .image(.codes([0, 5, 3, 2]))]), Document([.text([4])])]
+        let batch = try model.packPrompts(prompts)
+        XCTAssertEqual(batch.length, 10)
+        XCTAssertEqual(Array(batch.documentIDs[10..<17]), Array(repeating: -1, count: 7))
+        let cache = KVCache(config: model.config.model, batch: 2)
+        let hidden = model.prefill(batch, cache: cache)
+        let d = model.config.model.width
+        for (row, prompt) in prompts.enumerated() {
+            let alone = try model.layout.pack([prompt], length: model.layout.length(of: prompt, closed: false), closed: false)
+            let reference = withoutGradients {
+                model.core.hiddenStates(model.inputEmbeddings(alone), positions: alone.positions, masks: model.masks(for: alone))
+            }
+            let last = Array(hidden.array[((row * 10 + 9) * d)..<((row * 10 + 10) * d)])
+            let expected = Array(reference.array[((alone.length - 1) * d)...])
+            XCTAssertLessThan(zip(last, expected).map { abs($0 - $1) }.max()!, 1e-5, "prompt \(row)")
+        }
+    }
 }

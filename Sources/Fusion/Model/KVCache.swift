@@ -7,7 +7,23 @@ import Foundation
 
 public final class KVCache {
     /// How the new positions of one call attend to each other (they always see the whole cache).
-    public enum NewTokenAttention { case causal, bidirectional }
+    public enum NewTokenAttention {
+        case causal
+        case bidirectional
+        /// Causal, except that new positions with the same span id ≥ 0 see each other (an image in a
+        /// prompt, for the recipes with bidirectional image attention); B·Tn ids, row-major.
+        case spans([Int32])
+
+        func allows(query i: Int, key j: Int, row: Int, newCount: Int) -> Bool {
+            switch self {
+            case .causal: return j <= i
+            case .bidirectional: return true
+            case .spans(let ids):
+                let base = row * newCount
+                return j <= i || (ids[base + i] >= 0 && ids[base + i] == ids[base + j])
+            }
+        }
+    }
 
     public let batch: Int, capacity: Int, heads: Int, headWidth: Int
     public private(set) var length = 0
@@ -37,6 +53,7 @@ public final class KVCache {
                 newTokens: NewTokenAttention, valid: [[Bool]]?) -> Tensor {
         let (b, tn) = (q.shape[0], q.shape[1]), d = heads * headWidth, start = length, tk = start + tn
         precondition(b == batch && q.shape[2] == heads && q.shape[3] == headWidth, "KVCache: query \(q.shape) for a cache of [\(batch), \(capacity), \(heads), \(headWidth)]")
+        if case .spans(let ids) = newTokens { precondition(ids.count == b * tn, "KVCache: \(ids.count) span ids for B·Tn = \(b)·\(tn) new positions") }
         let cachedKeys = keys[layer], cachedValues = values[layer]
         for sequence in 0..<b {  // append this call's keys and values
             (cachedKeys.data + (sequence * capacity + start) * d).update(from: k.data + sequence * tn * d, count: tn * d)
@@ -49,7 +66,7 @@ public final class KVCache {
             for i in 0..<tn {
                 for j in 0..<tk {
                     let isValid = j < start ? keyIsValid[sequence][j] : (valid?[sequence][j - start] ?? true)
-                    let ordered = j < start || newTokens == .bidirectional || j - start <= i
+                    let ordered = j < start || newTokens.allows(query: i, key: j - start, row: sequence, newCount: tn)
                     row[i * tk + j] = (isValid && ordered) || j == start + i ? 0 : -.infinity
                 }
             }

@@ -66,3 +66,67 @@ public struct RecipeLoss {
 
     public func part(_ name: String) -> Float? { parts.first { $0.name == name }?.value }
 }
+
+// MARK: Inputs and prompts
+
+extension FusionModel {
+    /// Input embeddings [B, T, D] of a packed batch: the token embedding of every id and, for latent
+    /// images, the patch embedding of each image's latents at its timestep instead (Transfusion §3.2).
+    /// `latents` (one [C, h, w] per image) default to the batch's clean latents, `timesteps` to 0.
+    public func inputEmbeddings(_ batch: PackedBatch, latents: [Tensor]? = nil, timesteps: [Int]? = nil) -> Tensor {
+        let (b, t, d) = (batch.rows, batch.length, config.model.width)
+        let tokens = core.embed(batch.ids)
+        guard let latentPatches, !batch.images.isEmpty else { return tokens.reshaped([b, t, d]) }
+        let imageLatents = latents ?? batch.images.map { image -> Tensor in
+            guard case .latents(let l) = image.content else {
+                preconditionFailure("FusionModel: recipe '\(config.recipe)' reads latent images, but the batch holds image codes")
+            }
+            return l
+        }
+        precondition(imageLatents.count == batch.images.count, "FusionModel: \(imageLatents.count) latents for \(batch.images.count) images")
+        let stacked = concatenate(imageLatents.map { $0.reshaped([1] + $0.shape) }, axis: 0)  // [I, C, h, w]
+        let patches = latentPatches.embed(stacked, timesteps: timesteps ?? Array(repeating: 0, count: batch.images.count))
+        var rows: [Int] = []
+        for image in batch.images { rows += (0..<image.count).map { image.row * t + image.start + $0 } }
+        return tokens.replacingRows(rows, with: patches).reshaped([b, t, d])
+    }
+
+    /// Prompts packed one per row and aligned to the right (left padding, invisible to attention), so
+    /// that every row's next position is the same column: what batched sampling continues from.
+    /// Prompts are open documents (no EOS).
+    public func packPrompts(_ prompts: [Document]) throws -> PackedBatch {
+        let singles = try prompts.map { try layout.pack([$0], length: layout.length(of: $0, closed: false), closed: false) }
+        let length = singles.map(\.length).max() ?? 0
+        guard length <= config.model.contextLength else {
+            throw SequenceLengthError(documentLength: length, contextLength: config.model.contextLength)
+        }
+        var ids: [Int32] = [], positions: [Int32] = [], documentIDs: [Int32] = [], imageIndex: [Int32] = []
+        var images: [PackedImage] = []
+        for (row, single) in singles.enumerated() {
+            let padding = length - single.length
+            ids += Array(repeating: vocabulary.pad, count: padding) + single.ids
+            positions += Array(repeating: 0, count: padding) + single.positions
+            documentIDs += Array(repeating: -1, count: padding) + single.documentIDs
+            imageIndex += Array(repeating: -1, count: padding) + single.imageIndex.map { $0 < 0 ? -1 : $0 + Int32(images.count) }
+            images += single.images.map {
+                PackedImage(row: row, start: $0.start + padding, count: $0.count, document: row, comesFirst: $0.comesFirst, content: $0.content)
+            }
+        }
+        return PackedBatch(rows: prompts.count, length: length, ids: ids, positions: positions,
+                           documentIDs: documentIDs, imageIndex: imageIndex, images: images)
+    }
+
+    /// Runs packed prompts (from `packPrompts`) into `cache` and returns the final hidden states
+    /// [B, T, D]; row b's last one predicts what follows its prompt. Image positions attend to each
+    /// other when this recipe's image attention is bidirectional. Inference only.
+    public func prefill(_ prompts: PackedBatch, cache: KVCache) -> Tensor {
+        withoutGradients {
+            let valid = (0..<prompts.rows).map { row in
+                (0..<prompts.length).map { prompts.documentIDs[row * prompts.length + $0] >= 0 }
+            }
+            let attention: KVCache.NewTokenAttention = config.imageAttention == .bidirectional ? .spans(prompts.imageIndex) : .causal
+            return core.hiddenStates(inputEmbeddings(prompts), positions: prompts.positions, cache: cache,
+                                     newTokens: attention, valid: valid)
+        }
+    }
+}

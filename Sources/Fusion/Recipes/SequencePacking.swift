@@ -110,7 +110,8 @@ public struct SequenceLayout {
     /// Packs documents in order, greedily, into rows of `length` positions; a document that does not fit
     /// the rest of a row starts the next one. With `rows` given, the batch has exactly that many (unused
     /// rows are padding) and documents that do not fit are an error; otherwise as many as needed.
-    public func pack(_ documents: [Document], length: Int, rows: Int? = nil) throws -> PackedBatch {
+    /// `closed: false` leaves out the EOS of every document (a prompt that sampling will continue).
+    public func pack(_ documents: [Document], length: Int, rows: Int? = nil, closed: Bool = true) throws -> PackedBatch {
         var ids: [Int32] = [], positions: [Int32] = [], documentIDs: [Int32] = [], imageIndex: [Int32] = []
         var images: [PackedImage] = []
         var row = 0, used = 0, documentInRow: Int32 = 0
@@ -123,7 +124,7 @@ public struct SequenceLayout {
             row += 1; used = 0; documentInRow = 0
         }
         for (documentNumber, document) in documents.enumerated() {
-            let n = self.length(of: document)
+            let n = self.length(of: document, closed: closed)
             guard n <= length else { throw SequenceLengthError(documentLength: n, contextLength: length) }
             if used + n > length { padRow() }
             var position: Int32 = 0
@@ -152,7 +153,7 @@ public struct SequenceLayout {
                     append(vocabulary.eoi)
                 }
             }
-            append(vocabulary.eos)
+            if closed { append(vocabulary.eos) }
             documentInRow += 1
         }
         if used > 0 || row == 0 { padRow() }

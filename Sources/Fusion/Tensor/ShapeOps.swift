@@ -135,3 +135,35 @@ public func concatenate(_ tensors: [Tensor], axis: Int) -> Tensor {
         }
     }
 }
+
+extension Tensor {
+    /// x [N, D] with the rows listed in `rows` replaced, in order, by the rows of `values` [M, D]
+    /// (a scatter; Transfusion puts image patch embeddings where token embeddings were). Backward:
+    /// the replaced rows' gradient goes to `values`, every other row's to x.
+    public func replacingRows(_ rows: [Int], with values: Tensor) -> Tensor {
+        checkShape(rank == 2 && values.rank == 2 && values.shape == [rows.count, shape[1]],
+                   "replacingRows: \(rows.count) rows of \(values.shape) into \(shape)")
+        let n = shape[0], d = shape[1]
+        var replaced = [Bool](repeating: false, count: n)
+        for row in rows {
+            precondition(row >= 0 && row < n && !replaced[row], "replacingRows: row \(row) out of 0..<\(n) or listed twice")
+            replaced[row] = true
+        }
+        let out = copy()
+        for (m, row) in rows.enumerated() { (out.data + row * d).update(from: values.data + m * d, count: d) }
+        return out.recordGraph(inputs: [self, values]) { _, g in
+            if self.requiresGrad {
+                let gx = self.gradientBuffer()
+                for row in 0..<n where !replaced[row] {
+                    for j in 0..<d { gx[row * d + j] += g.data[row * d + j] }
+                }
+            }
+            if values.requiresGrad {
+                let gv = values.gradientBuffer()
+                for (m, row) in rows.enumerated() {
+                    for j in 0..<d { gv[m * d + j] += g.data[row * d + j] }
+                }
+            }
+        }
+    }
+}
