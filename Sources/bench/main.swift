@@ -1,8 +1,12 @@
-// bench: kernel throughput as a share of this machine's own sgemm ceiling, measured in the same run.
+// bench: kernel and training-step throughput as a share of this machine's own sgemm ceiling, measured
+// in the same run, and the training step against the PyTorch peer.
 //
-//   swift run -c release bench                 # everything
-//   swift run -c release bench attention norm  # only kernels whose name contains a word given
+//   swift run -c release bench                 # ceiling, every kernel, a training step at S, M, L
+//   swift run -c release bench attention norm  # only kernels/steps whose name contains a word given
 //   swift run -c release bench --seconds 2     # time budget per kernel (default 1)
+//   swift run -c release bench step L          # one training step size alone (its peak memory is its own)
+//   swift run -c release bench peer            # Fusion vs PyTorch, alternating, one process per run
+//                                              # (needs scripts/peers/setup once)
 //
 // Every kernel is timed forward + backward where it has one; FLOPs are the ones the kernels count
 // themselves (FlopCounter), so the share is "useful FLOP/s ÷ best sgemm FLOP/s". Ratios, not times,
@@ -12,17 +16,30 @@ import Fusion
 
 var filters: [String] = []
 var secondsPerKernel = 1.0
+var stepsPerSize = 5
+var rounds = 3
+var mode = "all"
+var stepSize: String? = nil
 var arguments = CommandLine.arguments.dropFirst()
+func usage() -> Never {
+    print("usage: bench [--seconds S] [--steps N] [NAME-FILTER ...] | bench step S|M|L [--steps N] | bench peer [--rounds R] [--steps N]")
+    exit(2)
+}
+if arguments.first == "step" || arguments.first == "peer" { mode = arguments.removeFirst() }
+if mode == "step" {
+    guard let name = arguments.popFirst(), ReferenceSize.all.contains(where: { $0.name == name }) else { usage() }
+    stepSize = name
+}
 while let argument = arguments.popFirst() {
     switch argument {
-    case "--seconds":
+    case "--seconds", "--steps", "--rounds":
         guard let value = arguments.popFirst().flatMap(Double.init), value > 0 else {
-            print("bench: --seconds needs a positive number"); exit(2)
+            print("bench: \(argument) needs a positive number"); exit(2)
         }
-        secondsPerKernel = value
-    case "-h", "--help":
-        print("usage: bench [--seconds S] [NAME-FILTER ...]"); exit(0)
+        if argument == "--seconds" { secondsPerKernel = value } else if argument == "--steps" { stepsPerSize = Int(value) } else { rounds = Int(value) }
+    case "-h", "--help": usage()
     default:
+        guard mode == "all" else { usage() }
         filters.append(argument.lowercased())
     }
 }
@@ -66,6 +83,14 @@ func forwardBackward(_ inputs: [Tensor], _ f: @escaping () -> Tensor) -> () -> V
     }
 }
 
+// A single training-step size, for the peer comparison: one machine-readable line.
+if mode == "step", let name = stepSize, let size = ReferenceSize.all.first(where: { $0.name == name }) {
+    let r = measureTrainingStep(size, steps: stepsPerSize)
+    print("RESULT size=\(name) seconds_per_step=\(r.secondsPerStep) tokens_per_s=\(r.tokensPerSecond) "
+          + "counted_flops=\(r.countedFlopsPerStep) peak_rss_bytes=\(r.peakResidentBytes)")
+    exit(0)
+}
+
 // MARK: - The ceiling
 
 print("Fusion bench: \(ProcessInfo.processInfo.activeProcessorCount) cores, OpenBLAS threads \(BLAS.threadCount)")
@@ -80,6 +105,8 @@ for n in [512, 1024, 2048] {
     print(String(format: "sgemm %4d³                          %8.1f GFLOP/s", n, rate))
 }
 print(String(format: "ceiling (best sgemm)                 %8.1f GFLOP/s\n", ceiling))
+
+if mode == "peer" { runPeerComparison(ceiling: ceiling, rounds: rounds, steps: stepsPerSize); exit(0) }
 
 // MARK: - Kernels
 
@@ -149,4 +176,13 @@ for kernel in kernels where filters.isEmpty || filters.contains(where: { kernel.
     let rate = Double(flops) / seconds / 1e9
     let padded = kernel.name.padding(toLength: 60, withPad: " ", startingAt: 0)
     print(String(format: "%@ %8.2f %10.1f %10.1f %%", padded, seconds * 1e3, rate, 100 * rate / ceiling))
+}
+
+// MARK: - Training steps
+
+let sizes = ReferenceSize.all.filter { size in filters.isEmpty || filters.contains { "step \(size.name)".lowercased().contains($0) } }
+if !sizes.isEmpty {
+    print("")
+    printStepHeader()
+    for size in sizes { printStep(measureTrainingStep(size, steps: stepsPerSize), ceiling: ceiling) }
 }

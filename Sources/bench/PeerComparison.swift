@@ -1,0 +1,67 @@
+// Fusion against its peer, PyTorch eager on the same CPU (scripts/peers/torch_step.py), at the three
+// reference sizes. Each measurement is its own process (so its peak memory is its own), and the two
+// sides alternate for `rounds` rounds so that a noisy neighbour hurts both alike; the best round of
+// each side is compared.
+import Foundation
+import Fusion
+
+struct PeerMeasurement {
+    let tokensPerSecond: Double
+    let secondsPerStep: Double
+    let peakResidentBytes: Double
+}
+
+/// Runs a command and parses its `RESULT key=value …` line.
+func runMeasurement(_ executable: String, _ arguments: [String]) -> PeerMeasurement? {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    var environment = ProcessInfo.processInfo.environment
+    environment["OMP_NUM_THREADS"] = "2"
+    environment["OPENBLAS_NUM_THREADS"] = "2"
+    process.environment = environment
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    do { try process.run() } catch {
+        print("bench peer: cannot run \(executable): \(error)")
+        return nil
+    }
+    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    guard process.terminationStatus == 0, let line = output.split(separator: "\n").last(where: { $0.hasPrefix("RESULT") }) else {
+        print("bench peer: \(executable) \(arguments.joined(separator: " ")) failed (status \(process.terminationStatus)):\n\(output)")
+        return nil
+    }
+    var values: [String: Double] = [:]
+    for field in line.split(separator: " ").dropFirst() {
+        let parts = field.split(separator: "=", maxSplits: 1)
+        if parts.count == 2, let value = Double(parts[1]) { values[String(parts[0])] = value }
+    }
+    guard let tokens = values["tokens_per_s"], let seconds = values["seconds_per_step"], let peak = values["peak_rss_bytes"] else {
+        print("bench peer: no tokens_per_s/seconds_per_step/peak_rss_bytes in: \(line)")
+        return nil
+    }
+    return PeerMeasurement(tokensPerSecond: tokens, secondsPerStep: seconds, peakResidentBytes: peak)
+}
+
+func runPeerComparison(ceiling: Double, rounds: Int, steps: Int) {
+    let python = ".venv-peers/bin/python", script = "scripts/peers/torch_step.py"
+    guard FileManager.default.isExecutableFile(atPath: python), FileManager.default.fileExists(atPath: script) else {
+        print("bench peer: no PyTorch environment at \(python); run scripts/peers/setup once (it installs torch, CPU build, into .venv-peers)")
+        exit(2)
+    }
+    let me = Bundle.main.executablePath ?? CommandLine.arguments[0]
+    print("size   Fusion tokens/s   PyTorch tokens/s   ratio   Fusion MiB   PyTorch MiB   (best of \(rounds) alternating rounds, \(steps) steps each)")
+    for size in ReferenceSize.all {
+        var fusion: [PeerMeasurement] = [], torch: [PeerMeasurement] = []
+        for _ in 0..<rounds {
+            if let m = runMeasurement(me, ["step", size.name, "--steps", "\(steps)"]) { fusion.append(m) }
+            if let m = runMeasurement(python, [script, "--size", size.name, "--steps", "\(steps)"]) { torch.append(m) }
+        }
+        guard let f = fusion.max(by: { $0.tokensPerSecond < $1.tokensPerSecond }),
+              let t = torch.max(by: { $0.tokensPerSecond < $1.tokensPerSecond }) else { continue }
+        let fMemory = fusion.map(\.peakResidentBytes).min()! / 1_048_576, tMemory = torch.map(\.peakResidentBytes).min()! / 1_048_576
+        print(String(format: "%@   %15.0f   %16.0f   %5.2f×   %10.0f   %11.0f", size.name, f.tokensPerSecond, t.tokensPerSecond,
+                     f.tokensPerSecond / t.tokensPerSecond, fMemory, tMemory))
+    }
+}
