@@ -715,6 +715,18 @@ public final class HDF5Group: HDF5Object {
         }
     }
 
+    /// Copies `source` (a group or dataset of any open file, with everything below it and its
+    /// attributes) to `path` in this group; `path` must not exist yet. How a sweep gathers its runs.
+    public func copy(_ source: HDF5Object, to path: String) throws {
+        let full = absolutePath(path)
+        try requireWritable("copy '\(source.path)' to '\(full)'")
+        try requireNew(path, full: full)
+        let links = try linkCreationList(full)
+        defer { H5Pclose(links) }
+        try check(H5Ocopy(source.id, ".", id, path, fusion_H5P_DEFAULT(), links),
+                  "could not copy \(source.filePath):\(source.path)", object: full)
+    }
+
     /// Creates a group at `path`, with any missing groups along the way ("runs/a/train").
     /// Throws if something already exists there.
     @discardableResult
@@ -982,6 +994,19 @@ public final class HDF5Dataset: HDF5Object {
                               tensor.data),
                       "could not read the dataset")
         }
+    }
+
+    /// Shrinks an extendible dataset to its first `count` values (a resumed run drops the rows logged
+    /// after its checkpoint, so that they are not there twice).
+    public func truncate(to count: Int) throws {
+        try requireWritable("truncate the dataset")
+        guard isExtendible else { throw failure("cannot truncate: the dataset has a fixed shape") }
+        let current = try self.count
+        guard count >= 0 && count <= current else {
+            throw failure("cannot truncate \(current) values to \(count)")
+        }
+        var newSize: [hsize_t] = [hsize_t(count)]
+        try check(H5Dset_extent(id, &newSize), "could not shrink the dataset to \(count) values")
     }
 
     /// Appends `values` to an extendible dataset (one made by `createExtendibleDataset`). `T` must be
