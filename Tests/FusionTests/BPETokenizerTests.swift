@@ -7,6 +7,9 @@ import XCTest
 // independent encoder that applies the merges one after another in training order (Sennrich et al.'s
 // definition), against which the rank-ordered, cached encoder must agree; GPT-2's splitting rules
 // worked out by hand. Round trips must be exact (bytes in, bytes out).
+// Checked once beyond these tests: on the 38 training plays, the 736 merges to a 1,000-token vocabulary
+// equal those of a Python reference (GPT-2's own pattern through the `regex` module, pair counts
+// recounted from scratch before every merge, the same tie rule); the first eight are pinned below.
 
 /// A few lines of Shakespeare (Sonnet 18) and of plain English, to train small vocabularies on.
 let sampleEnglish = """
@@ -348,6 +351,7 @@ final class BPETokenizerTests: XCTestCase {
         let trainSeconds = Date().timeIntervalSince(start)
         XCTAssertEqual(tokenizer.vocabularySize, 1000)
         XCTAssertLessThan(trainSeconds, 20, "training on Shakespeare to 1,000 tokens")
+        XCTAssertEqual((256..<264).map { tokenizer.decode([Int32($0)]) }, [" t", "he", " a", "ou", " s", "in", " m", " w"])
 
         let heldOut = corpus.heldOutText
         let encodeStart = Date()
