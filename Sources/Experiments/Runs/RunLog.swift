@@ -17,7 +17,7 @@ final class RunLog {
 
     /// Creates the log file with one run group; refuses an existing file unless `overwrite`.
     init(path: String, runName: String, config: String, seed: UInt64, recipe: String,
-         attributes: [String: Int64] = [:], overwrite: Bool) throws {
+         attributes: [String: Int64] = [:], strings: [String: String] = [:], overwrite: Bool) throws {
         try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
                                                 withIntermediateDirectories: true)
         file = try HDF5File.create(path, overwrite: overwrite)
@@ -32,7 +32,42 @@ final class RunLog {
         try run.setAttribute("seed", Int64(bitPattern: seed))
         try run.setAttribute("recipe", recipe)
         for (name, value) in attributes.sorted(by: { $0.key < $1.key }) { try run.setAttribute(name, value) }
+        for (name, value) in strings.sorted(by: { $0.key < $1.key }) { try run.setAttribute(name, value) }
         try file.flush()
+    }
+
+    /// Reopens the log of a run being resumed from its checkpoint at `step`: rows logged after that
+    /// step (the killed run got further than its last checkpoint) are dropped, so that the resumed run
+    /// appends exactly what the uninterrupted run would have.
+    init(resuming path: String, runName: String, atStep step: Int) throws {
+        file = try HDF5File.open(path, writable: true)
+        run = try file.root.group("runs/\(runName)")
+        for section in ["train", "eval"] where try run.exists(section) {
+            let group = try run.group(section)
+            let steps = try group.dataset("step").read(as: Int64.self)
+            let keep = steps.firstIndex { $0 > Int64(step) } ?? steps.count
+            for name in try group.childNames {
+                let dataset = try group.dataset(name)
+                if try dataset.count > keep { try dataset.truncate(to: keep) }
+                series["\(section)/\(name)"] = dataset
+            }
+        }
+        if try run.exists("samples") {
+            let samples = try run.group("samples")
+            for name in try samples.childNames where (Int(name.drop { !$0.isNumber }) ?? 0) > step {
+                try samples.remove(name)
+            }
+        }
+        try run.setAttribute("resumed_at_step", Int64(step))
+        try file.flush()
+    }
+
+    /// Stores generated images [N, 1, S, S] in [0, 1] as uint8 under samples/stepN, with the class each
+    /// was prompted with under samples/stepN_labels.
+    func appendSamples(step: Int, images: Tensor, labels: [Int32]) throws {
+        let bytes = (0..<images.count).map { UInt8((min(max(images.data[$0], 0), 1) * 255).rounded()) }
+        try run.createDataset("samples/step\(step)", values: bytes, shape: images.shape)
+        try run.createDataset("samples/step\(step)_labels", values: labels, shape: [labels.count])
     }
 
     /// Appends one row of values to `train/` or `eval/` (datasets are made on first use).

@@ -715,6 +715,14 @@ public final class HDF5Group: HDF5Object {
         }
     }
 
+    /// Unlinks the member `path` (a group or dataset) from this group.
+    public func remove(_ path: String) throws {
+        let full = absolutePath(path)
+        try requireWritable("remove '\(full)'")
+        guard try exists(path) else { throw failure("nothing to remove: no member at this path", object: full) }
+        try check(H5Ldelete(id, path, fusion_H5P_DEFAULT()), "could not remove the member", object: full)
+    }
+
     /// Copies `source` (a group or dataset of any open file, with everything below it and its
     /// attributes) to `path` in this group; `path` must not exist yet. How a sweep gathers its runs.
     public func copy(_ source: HDF5Object, to path: String) throws {
