@@ -116,6 +116,18 @@ final class TokenSamplingTests: XCTestCase {
         XCTAssertNotEqual(draws(7), draws(8))
     }
 
+    func testInvalidOptionsAreRefusedWithTheirName() throws {
+        XCTAssertNoThrow(try TokenSamplingOptions(temperature: 0, topK: 1, topP: 1, repetitionPenalty: 1.2).validate())
+        for (options, name) in [(TokenSamplingOptions(temperature: -1), "temperature"), (TokenSamplingOptions(topK: 0), "topK"),
+                                (TokenSamplingOptions(topP: 0), "topP"), (TokenSamplingOptions(repetitionPenalty: 0), "repetitionPenalty")] {
+            XCTAssertThrowsError(try options.validate()) { XCTAssert("\($0)".contains(name), "\($0)") }
+        }
+        var generator = RandomGenerator(seed: 0)
+        let model = try FusionModel(config: tinyRecipe(.chameleon), vocabulary: testVocabulary(imageCodes: 6), generator: &generator)
+        XCTAssertThrowsError(try model.caption(images: [.codes([0, 1, 2, 3])], maxTokens: 2, options: TokenSamplingOptions(topK: 0),
+                                               generator: &generator))
+    }
+
     func testClassifierFreeGuidanceFormula() {
         // (1 + s)·c − s·u
         XCTAssertEqual(guidedLogit(conditional: 2, unconditional: 1, scale: 3), 5)

@@ -14,11 +14,13 @@ extension FusionModel {
     /// Image codes (h·w per caption, row-major, each in 0..<K) generated for each caption, by the
     /// recipe's sampler: autoregressive for `.nextToken` (Chameleon), MaskGIT over `steps` steps for
     /// `.maskedTokens` (Show-o; `confidenceTemperature` is the Gumbel noise on its confidences at the
-    /// first step, annealed to 0). `guidanceScale` s = 0 turns classifier-free guidance off. Throws for
-    /// a recipe with continuous images, and when prompt and image do not fit the context.
+    /// first step, annealed to 0; `steps` is unused by the autoregressive sampler). `guidanceScale` s = 0
+    /// turns classifier-free guidance off. Throws for a recipe with continuous images, for invalid
+    /// options, and when prompt and image do not fit the context.
     public func sampleImageCodes(captions: [[Int32]], guidanceScale: Float, options: TokenSamplingOptions,
                                  steps: Int = 12, confidenceTemperature: Float = 4.5,
                                  generator: inout RandomGenerator) throws -> [[Int32]] {
+        try options.validate()
         switch config.imageObjective {
         case .nextToken:
             return try sampleCodesAutoregressively(captions: captions, guidanceScale: guidanceScale,

@@ -21,6 +21,7 @@ extension FusionModel {
     /// prompt plus `maxTokens` does not fit the context.
     public func caption(images: [ImageContent], maxTokens: Int, options: TokenSamplingOptions,
                         generator: inout RandomGenerator) throws -> [[Int32]] {
+        try options.validate()
         guard !images.isEmpty, maxTokens > 0 else { return images.map { _ in [] } }
         let start = try prefillPrompts(images.map { understandingPrompt(image: $0) }, continuation: maxTokens)
         let (rows, d, v, eos) = (start.rows, config.model.width, vocabulary.size, vocabulary.eos)

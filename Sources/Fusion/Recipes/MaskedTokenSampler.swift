@@ -61,7 +61,8 @@ extension FusionModel {
                         let remain = schedule.stillMasked(afterStep: step, of: steps, count: p, masked: stillMasked[r], shape: shape)
                         for j in 0..<p { order[j] = j; ids[base + j] = candidate[j] }
                         if remain > 0 {
-                            order.sort { confidence[$0] < confidence[$1] }  // least confident first
+                            // Least confident first (P log P comparisons per row and step, P = h·w: small next to the forward pass).
+                            order.sort { confidence[$0] < confidence[$1] }
                             for k in 0..<remain { ids[base + order[k]] = mask }
                         }
                         stillMasked[r] = remain

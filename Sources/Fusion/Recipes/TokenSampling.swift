@@ -22,15 +22,23 @@ public struct TokenSamplingOptions: Equatable, Sendable {
     /// θ > 1 makes ids already generated in this sample less likely; 1 turns it off.
     public var repetitionPenalty: Float
 
+    /// Options as given; the samplers call `validate()` before using them.
     public init(temperature: Float = 1, topK: Int? = nil, topP: Float? = nil, repetitionPenalty: Float = 1) {
-        precondition(temperature >= 0, "TokenSamplingOptions: temperature must be ≥ 0 (0 = greedy), got \(temperature)")
-        precondition(topK.map { $0 > 0 } ?? true, "TokenSamplingOptions: topK must be positive, got \(topK!)")
-        precondition(topP.map { $0 > 0 } ?? true, "TokenSamplingOptions: topP must be > 0, got \(topP!)")
-        precondition(repetitionPenalty > 0, "TokenSamplingOptions: repetitionPenalty must be > 0, got \(repetitionPenalty)")
         self.temperature = temperature
         self.topK = topK
         self.topP = topP
         self.repetitionPenalty = repetitionPenalty
+    }
+
+    /// Throws when a value is out of range, naming it and what is allowed.
+    public func validate() throws {
+        func fail(_ message: String) -> ConfigurationError { ConfigurationError("sampling option " + message) }
+        guard temperature >= 0, temperature.isFinite else { throw fail("temperature must be ≥ 0 (0 = greedy), got \(temperature)") }
+        if let topK, topK < 1 { throw fail("topK must be ≥ 1 (or unset for all ids), got \(topK)") }
+        if let topP, !(topP > 0) { throw fail("topP must be > 0 (1 or unset keeps every id), got \(topP)") }
+        guard repetitionPenalty > 0, repetitionPenalty.isFinite else {
+            throw fail("repetitionPenalty must be > 0 (1 turns it off), got \(repetitionPenalty)")
+        }
     }
 
     public static let greedy = TokenSamplingOptions(temperature: 0)
@@ -68,6 +76,7 @@ public struct TokenSampler {
 
     /// `allowed`: the ids that may be drawn, all inside 0..<vocabularySize.
     public init(options: TokenSamplingOptions, allowed: [Int32], vocabularySize: Int) {
+        precondition((try? options.validate()) != nil, "TokenSampler: invalid \(options); call options.validate() first")
         let sorted = Array(Set(allowed)).sorted()
         precondition(!sorted.isEmpty, "TokenSampler: no allowed ids")
         precondition(sorted.first! >= 0 && Int(sorted.last!) < vocabularySize,
