@@ -96,8 +96,8 @@ public struct TokenSampler {
 
     /// The distribution an id is drawn from, over `allowed` (C values, summing to 1), for V logits:
     /// after the repetition penalty on `history`, the temperature, top-k and top-p. With temperature 0
-    /// it is one-hot on the most likely id. Also returns log p(id) for every allowed id *before* the
-    /// temperature and the filters (what MaskGIT ranks its candidates by).
+    /// it is one-hot on the most likely id. With `logProbabilities` ([C]) also writes log p(id) of every
+    /// allowed id *before* the temperature and the filters (what MaskGIT ranks its candidates by).
     public mutating func distribution(logits: UnsafePointer<Float>, history: ArraySlice<Int32> = [],
                                       logProbabilities: UnsafeMutablePointer<Float>? = nil) -> [Float] {
         prepare(logits: logits, history: history, logProbabilities: logProbabilities)
