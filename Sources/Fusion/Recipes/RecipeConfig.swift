@@ -58,6 +58,15 @@ public struct RecipeConfig: Codable, Equatable, Sendable {
     /// still sees a usable image (Transfusion §4.1 caps at 500).
     public var captioningNoiseLimit = 500
 
+    // Task tokens and the masked-token weighting (appended by the discrete recipes).
+    /// Show-o §3.1: a task token opens every image–text document: T2I before a caption→image
+    /// document, MMU before an image→caption one (see `generationDocument`, `understandingDocument`).
+    public var taskTokens = false
+    /// Weight of the masked-token (image) terms against the text terms in Show-o's loss:
+    /// total = (Σ text CE + w · Σ masked-code CE) / (text targets + masked codes); 1 gives the plain
+    /// mean over every trained position, as Chameleon's loss is (see `MaskedTokenObjective.swift`).
+    public var maskedTokenWeight: Float = 1
+
     public init() {}
 
     public static var chameleon: RecipeConfig {
@@ -78,6 +87,7 @@ public struct RecipeConfig: Codable, Equatable, Sendable {
         c.imageAttention = .bidirectional
         c.model.qkNorm = true
         c.model.normPlacement = .pre
+        c.taskTokens = true
         return c
     }
 
