@@ -91,4 +91,13 @@ final class SequencePackingTests: XCTestCase {
         XCTAssertTrue(batch.images[0].comesFirst)
         XCTAssertEqual(batch.imageIndex, [-1, -1, 0, 0, 0, 0, -1, -1, -1, -1])
     }
+
+    func testTaskTokensDoNotCountAsTextBeforeAnImage() throws {
+        // Show-o writes "BOS MMU BOI image EOI caption EOS": still an image-first (understanding) document.
+        let document = Document([.text([vocabulary.mmu]), .image(.codes([1, 2])), .text([3])])
+        let batch = try SequenceLayout(vocabulary: vocabulary).pack([document], length: 10)
+        XCTAssertTrue(batch.images[0].comesFirst)
+        let generation = Document([.text([vocabulary.t2i, 4]), .image(.codes([1, 2]))])
+        XCTAssertFalse(try SequenceLayout(vocabulary: vocabulary).pack([generation], length: 10).images[0].comesFirst)
+    }
 }

@@ -24,12 +24,13 @@ public struct Document {
     public var segments: [Segment]
     public init(_ segments: [Segment]) { self.segments = segments }
 
-    /// True when an image comes before the first text id (an understanding example: image → caption).
-    public var imageComesFirst: Bool {
+    /// True when an image comes before the first text id (an understanding example: image → caption);
+    /// ids in `ignoring` (task tokens such as Show-o's MMU) do not count as text.
+    public func imageComesFirst(ignoring: Set<Int32> = []) -> Bool {
         for segment in segments {
             switch segment {
             case .image: return true
-            case .text(let ids) where !ids.isEmpty: return false
+            case .text(let ids) where ids.contains(where: { !ignoring.contains($0) }): return false
             case .text: continue
             }
         }

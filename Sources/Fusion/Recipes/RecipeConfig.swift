@@ -136,6 +136,7 @@ public struct RecipeConfig: Codable, Equatable, Sendable {
                 throw fail("captioningNoiseLimit must lie in 0...diffusionSteps (\(diffusionSteps)), got \(captioningNoiseLimit)")
             }
         }
+        guard maskedTokenWeight >= 0 else { throw fail("maskedTokenWeight must be ≥ 0 (got \(maskedTokenWeight))") }
         if maskSchedule == .power || maskSchedule == .sigmoid {
             guard maskScheduleShape > 0 else { throw fail("maskScheduleShape must be > 0 (got \(maskScheduleShape))") }
         }

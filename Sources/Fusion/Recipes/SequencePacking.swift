@@ -133,7 +133,7 @@ public struct SequenceLayout {
                 position += 1; used += 1
             }
             append(vocabulary.bos)
-            let comesFirst = document.imageComesFirst
+            let comesFirst = document.imageComesFirst(ignoring: Set(vocabulary.specialIDs))
             for segment in document.segments {
                 switch segment {
                 case .text(let text):
