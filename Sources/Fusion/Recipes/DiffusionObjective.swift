@@ -17,10 +17,11 @@
 //     EOI): EOI is not predicted but appended by the sampler once an image is done (§3.3, inference);
 //   - every latent patch gets the diffusion target (ε, or the velocity for the flow objective).
 //
-// Captioning examples (§4.3, "image noising"): the paper orders 80 % of image–caption pairs caption
+// Captioning examples (§4.3.4, "Image Noising"): the paper orders 80 % of image–caption pairs caption
 // first and 20 % image first, and for the image-first ones limits the noise to t ≤ 500 (half the
 // schedule), so that the caption is learnt from a mostly clean image; the image still gets its
-// diffusion loss. As we read it, the cap applies to every image-first pair (the 20 % are exactly those);
+// diffusion loss. (Quoted from our reading of the paper; the text was not at hand to re-check when this
+// was written.) As we read it, the cap applies to every image-first pair (the 20 % are exactly those);
 // we cap an image at `config.captioningNoiseLimit` when it precedes its document's text and text follows
 // it (an image-only document, e.g. an unconditional generation example, is not capped).
 //

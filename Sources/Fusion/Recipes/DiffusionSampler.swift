@@ -39,6 +39,10 @@ extension FusionModel {
     /// Samples N image latents [N, C, h, w], one per caption (text ids; an empty caption samples
     /// unconditionally), with guidance scale s (0: no guidance, and no unconditional rows), by `sampler`
     /// over `steps` steps. All randomness comes from `generator`.
+    ///
+    /// Guidance reads the unconditional prediction from the prompt "BOS BOI", so the model must have been
+    /// trained with captions dropped (`config.captionDropout`) as image-only documents
+    /// (`Document([.image(...)])`, laid out BOS BOI image EOI EOS), which the document builder writes.
     public func sampleImageLatents(captions: [[Int32]], guidanceScale: Float, sampler: DiffusionSamplerKind = .ddim,
                                    steps: Int = 50, generator: inout RandomGenerator) throws -> Tensor {
         guard config.imageObjective == .diffusion, let latentPatches else {
