@@ -72,23 +72,11 @@ public struct RecipeLoss {
 extension FusionModel {
     /// Input embeddings [B, T, D] of a packed batch: the token embedding of every id and, for latent
     /// images, the patch embedding of each image's latents at its timestep instead (Transfusion §3.2).
-    /// `latents` (one [C, h, w] per image) default to the batch's clean latents, `timesteps` to 0.
-    public func inputEmbeddings(_ batch: PackedBatch, latents: [Tensor]? = nil, timesteps: [Int]? = nil) -> Tensor {
-        let (b, t, d) = (batch.rows, batch.length, config.model.width)
-        let tokens = core.embed(batch.ids)
-        guard let latentPatches, !batch.images.isEmpty else { return tokens.reshaped([b, t, d]) }
-        let imageLatents = latents ?? batch.images.map { image -> Tensor in
-            guard case .latents(let l) = image.content else {
-                preconditionFailure("FusionModel: recipe '\(config.recipe)' reads latent images, but the batch holds image codes")
-            }
-            return l
-        }
-        precondition(imageLatents.count == batch.images.count, "FusionModel: \(imageLatents.count) latents for \(batch.images.count) images")
-        let stacked = concatenate(imageLatents.map { $0.reshaped([1] + $0.shape) }, axis: 0)  // [I, C, h, w]
-        let patches = latentPatches.embed(stacked, timesteps: timesteps ?? Array(repeating: 0, count: batch.images.count))
-        var rows: [Int] = []
-        for image in batch.images { rows += (0..<image.count).map { image.row * t + image.start + $0 } }
-        return tokens.replacingRows(rows, with: patches).reshaped([b, t, d])
+    /// `latents` (one [C, h, w] per image) default to the batch's clean latents, `timesteps` (in training
+    /// steps, 0...diffusionSteps; fractional for the flow objective) to 0. The diffusion loss and the
+    /// sampler use `latentInputs`, which also returns what the patch decoder needs (the U-Net's skips).
+    public func inputEmbeddings(_ batch: PackedBatch, latents: [Tensor]? = nil, timesteps: [Float]? = nil) -> Tensor {
+        latentInputs(batch, latents: latents, timesteps: timesteps).inputs
     }
 
     /// Prompts packed one per row and aligned to the right (left padding, invisible to attention), so
