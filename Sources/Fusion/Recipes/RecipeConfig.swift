@@ -55,7 +55,7 @@ public struct RecipeConfig: Codable, Equatable, Sendable {
     /// Training timesteps of the discrete noise schedule.
     public var diffusionSteps = 1_000
     /// When an image precedes its caption, its noise level is capped at this timestep so captioning
-    /// still sees a usable image (Transfusion §4.1 caps at 500).
+    /// still sees a usable image (Transfusion §4.3, "Image Noising", caps at t = 500).
     public var captioningNoiseLimit = 500
 
     // Task tokens and the masked-token weighting (appended by the discrete recipes).
