@@ -193,7 +193,7 @@ final class TransfusionTests: XCTestCase {
     /// Trains on the fixture, then samples 16 latents per class with each sampler (25 steps, guidance 2).
     func trainAndSampleTwoClasses(objective: RecipeConfig.DiffusionObjective, samplers: [DiffusionSamplerKind],
                                   encoder: RecipeConfig.PatchEncoder = .linear, grid: Int = 2, patchSize: Int = 1,
-                                  steps: Int = 400) throws {
+                                  steps: Int = 400, checkCaptions: Bool = false) throws {
         var config = RecipeConfig.transfusion
         config.model.width = 32
         config.model.layers = 2
@@ -252,10 +252,32 @@ final class TransfusionTests: XCTestCase {
             XCTAssertGreaterThan(mean(light), 0.5, "\(sampler)")
         }
         print(report)
+        if checkCaptions { try checkCaptioning(model, grid: grid, generator: &sampling) }
+    }
+
+    /// Understanding: a clean image of each class (timestep 0 in the prompt) is captioned with its class
+    /// word, and its right caption is more likely than the wrong one.
+    func checkCaptioning(_ model: FusionModel, grid: Int, generator: inout RandomGenerator) throws {
+        var correct = 0, likelier = 0
+        let perClass = 8
+        for label in 0..<2 {
+            let images: [ImageContent] = (0..<perClass).map { _ in
+                .latents(Tensor.randomNormal([2, grid, grid], mean: label == 0 ? -1 : 1, std: 0.1, generator: &generator))
+            }
+            let captions = try model.caption(images: images, maxTokens: 3, options: .greedy, generator: &generator)
+            correct += captions.filter { $0.first == Int32(label + 1) }.count
+            for image in images {
+                let right = try model.captionLogLikelihood(image: image, caption: [Int32(label + 1), 3])
+                let wrong = try model.captionLogLikelihood(image: image, caption: [Int32(2 - label), 3])
+                if right > wrong { likelier += 1 }
+            }
+        }
+        XCTAssertGreaterThanOrEqual(correct, 2 * perClass * 8 / 10, "greedy captions named the class \(correct)/\(2 * perClass) times")
+        XCTAssertGreaterThanOrEqual(likelier, 2 * perClass * 8 / 10, "the right caption was likelier \(likelier)/\(2 * perClass) times")
     }
 
     func testTwoClassFixtureTrainsAndGeneratesConditionedImagesWithDDIMAndDDPM() throws {
-        try trainAndSampleTwoClasses(objective: .epsilon, samplers: [.ddim, .ddpm])
+        try trainAndSampleTwoClasses(objective: .epsilon, samplers: [.ddim, .ddpm], checkCaptions: true)
     }
 
     func testTwoClassFixtureWithFlowAndEulerAndMidpoint() throws {
