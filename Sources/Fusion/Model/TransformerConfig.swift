@@ -6,7 +6,7 @@
 public struct TransformerConfig: Codable, Equatable, Sendable {
     /// Where each block normalises. `.pre`: x + f(norm(x)) (Llama). `.reordered`: x + norm(f(x)),
     /// the Swin-style re-ordering Chameleon uses to keep the residual stream's norm bounded (§2.3).
-    public enum NormPlacement: String, Codable, CaseIterable, Sendable { case pre, reordered }
+    public enum NormPlacement: String, ConfigurationChoice, Sendable { case pre, reordered }
 
     /// Model width D.
     public var width = 128
@@ -14,8 +14,8 @@ public struct TransformerConfig: Codable, Equatable, Sendable {
     public var layers = 4
     /// Attention heads H (D must be a multiple of H; Dh = D/H must be even for RoPE).
     public var heads = 4
-    /// SwiGLU hidden width F; nil gives ≈ 8/3·D rounded up to a multiple of 32 (Llama §2.2).
-    public var mlpHidden: Int? = nil
+    /// SwiGLU hidden width F; 0 gives ≈ 8/3·D rounded up to a multiple of 32 (Llama §2.2).
+    public var mlpHidden = 0
     /// Vocabulary size V: text ids, special ids and, for the discrete recipes, image codes.
     public var vocabularySize = 1_536
     /// Longest sequence T the model is trained and sampled at.
@@ -32,8 +32,15 @@ public struct TransformerConfig: Codable, Equatable, Sendable {
 
     public init() {}
 
+    /// YAML keys in snake_case, as researchers write them (`model.context_length=512`).
+    enum CodingKeys: String, CodingKey {
+        case width, layers, heads
+        case mlpHidden = "mlp_hidden", vocabularySize = "vocabulary_size", contextLength = "context_length"
+        case qkNorm = "qk_norm", normPlacement = "norm_placement", ropeBase = "rope_base", initStd = "init_std"
+    }
+
     public var headWidth: Int { width / heads }
-    public var resolvedMLPHidden: Int { mlpHidden ?? ((8 * width / 3 + 31) / 32) * 32 }
+    public var resolvedMLPHidden: Int { mlpHidden > 0 ? mlpHidden : ((8 * width / 3 + 31) / 32) * 32 }
 
     /// Parameters outside the embedding table and the output head (the N of the 6·N·D estimate).
     public var nonEmbeddingParameterCount: Int {
@@ -48,9 +55,9 @@ public struct TransformerConfig: Codable, Equatable, Sendable {
         guard width > 0, layers > 0, heads > 0 else { throw fail("model.width, model.layers and model.heads must be positive (got \(width), \(layers), \(heads))") }
         guard width % heads == 0 else { throw fail("model.width \(width) is not a multiple of model.heads \(heads)") }
         guard headWidth % 2 == 0 else { throw fail("model.width / model.heads = \(headWidth) must be even for RoPE") }
-        guard resolvedMLPHidden > 0 else { throw fail("model.mlpHidden must be positive (got \(resolvedMLPHidden))") }
-        guard vocabularySize > 0, contextLength > 0 else { throw fail("model.vocabularySize and model.contextLength must be positive") }
-        guard initStd > 0, ropeBase > 1 else { throw fail("model.initStd must be > 0 and model.ropeBase > 1") }
+        guard mlpHidden >= 0 else { throw fail("model.mlp_hidden must be ≥ 0 (0: ≈ 8/3·width), got \(mlpHidden)") }
+        guard vocabularySize > 0, contextLength > 0 else { throw fail("model.vocabulary_size and model.context_length must be positive") }
+        guard initStd > 0, ropeBase > 1 else { throw fail("model.init_std must be > 0 and model.rope_base > 1") }
     }
 }
 

@@ -23,7 +23,7 @@
 import Foundation
 
 /// How images are denoised; the first two need the ε objective, the last two the flow objective.
-public enum DiffusionSamplerKind: String, Codable, CaseIterable, Sendable {
+public enum DiffusionSamplerKind: String, ConfigurationChoice, Sendable {
     case ddim, ddpm, euler, midpoint
 
     /// The objective whose prediction this sampler reads.

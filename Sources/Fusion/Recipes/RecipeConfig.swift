@@ -4,11 +4,11 @@
 
 public struct RecipeConfig: Codable, Equatable, Sendable {
     /// How images are represented and what loss they get.
-    public enum ImageObjective: String, Codable, CaseIterable, Sendable {
+    public enum ImageObjective: String, ConfigurationChoice, Sendable {
         /// Chameleon (arXiv 2405.09818, §2.1): VQ codes in the vocabulary, next-token cross-entropy.
-        case nextToken
+        case nextToken = "next_token"
         /// Show-o (arXiv 2408.12528, §3.2): codes, a scheduled share replaced by MASK, cross-entropy on those.
-        case maskedTokens
+        case maskedTokens = "masked_tokens"
         /// Transfusion (arXiv 2408.11039, §3.1): continuous latents, noise prediction, MSE.
         case diffusion
 
@@ -16,12 +16,12 @@ public struct RecipeConfig: Codable, Equatable, Sendable {
     }
 
     /// Share of image tokens masked as a function of u ~ U(0, 1) (Show-o §3.2, after MaskGIT §3.2).
-    public enum MaskSchedule: String, Codable, CaseIterable, Sendable { case cosine, linear, power, sigmoid }
+    public enum MaskSchedule: String, ConfigurationChoice, Sendable { case cosine, linear, power, sigmoid }
     /// Transfusion §3.2: a linear layer, or U-Net down/up blocks, between latent patches and the core.
-    public enum PatchEncoder: String, Codable, CaseIterable, Sendable { case linear, unet }
+    public enum PatchEncoder: String, ConfigurationChoice, Sendable { case linear, unet }
     /// ε-prediction under a cosine schedule (Transfusion §2.2, DDPM), or rectified flow (Liu et al.
     /// 2022; Esser et al. 2024): predict the velocity x₁ − x₀ along a straight path.
-    public enum DiffusionObjective: String, Codable, CaseIterable, Sendable { case epsilon, flow }
+    public enum DiffusionObjective: String, ConfigurationChoice, Sendable { case epsilon, flow }
 
     /// The recipe this configuration started from (for logs); switches may since have changed.
     public var recipe = "chameleon"
@@ -68,6 +68,17 @@ public struct RecipeConfig: Codable, Equatable, Sendable {
     public var maskedTokenWeight: Float = 1
 
     public init() {}
+
+    /// YAML keys in snake_case (`recipe.image_attention=bidirectional`).
+    enum CodingKeys: String, CodingKey {
+        case recipe, model
+        case imageObjective = "image_objective", imageAttention = "image_attention", zLoss = "z_loss"
+        case captionDropout = "caption_dropout", imageGrid = "image_grid", imageCodes = "image_codes"
+        case latentChannels = "latent_channels", maskSchedule = "mask_schedule", maskScheduleShape = "mask_schedule_shape"
+        case patchSize = "patch_size", patchEncoder = "patch_encoder", diffusionWeight = "diffusion_weight"
+        case diffusionObjective = "diffusion_objective", diffusionSteps = "diffusion_steps"
+        case captioningNoiseLimit = "captioning_noise_limit", taskTokens = "task_tokens", maskedTokenWeight = "masked_token_weight"
+    }
 
     public static var chameleon: RecipeConfig {
         var c = RecipeConfig()

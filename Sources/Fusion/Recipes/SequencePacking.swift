@@ -61,7 +61,7 @@ public struct PackedBatch {
 }
 
 /// Attention among one image's positions.
-public enum ImageAttention: String, Codable, CaseIterable, Sendable { case causal, bidirectional }
+public enum ImageAttention: String, ConfigurationChoice, Sendable { case causal, bidirectional }
 
 /// A document too long for the context; says both lengths.
 public struct SequenceLengthError: Error, CustomStringConvertible, Equatable {
