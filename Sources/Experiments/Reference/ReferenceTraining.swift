@@ -1,11 +1,12 @@
 // Training and evaluating the reference classifier on Fashion-MNIST: the first end-to-end job, and
 // the model whose features the FID proxy will use. AdamW with warm-up + cosine schedule, gradient
-// clipping, a seeded shuffle, an HDF5 log flushed at each evaluation, a checkpoint and a PNG grid.
+// clipping, a seeded shuffle, an HDF5 log flushed at each evaluation, a checkpoint, the weights alone
+// (classifier.h5, the file results/reference/ commits) and a PNG grid.
 import Foundation
 import Fusion
 
 struct ReferenceTrainingConfig {
-    var epochs = 3            // passes over the 60,000 training images
+    var epochs = 6            // passes over the 60,000 training images (3 reached 89.8 % test accuracy, short of DESIGN's 90 %)
     var batchSize = 128
     var learningRate: Float = 2e-3
     var warmupSteps = 200
@@ -38,9 +39,9 @@ enum ReferenceTraining {
     static func run(_ config: ReferenceTrainingConfig, directory: String, overwrite: Bool,
                     dataDirectory: String = FashionMNIST.directory) throws -> Double {
         let logPath = "\(directory)/log.h5", checkpointPath = "\(directory)/checkpoint.h5"
-        let gridPath = "\(directory)/test-images.png"
+        let gridPath = "\(directory)/test-images.png", weightsPath = "\(directory)/classifier.h5"
         if !overwrite {
-            for path in [logPath, checkpointPath, gridPath] where FileManager.default.fileExists(atPath: path) {
+            for path in [logPath, checkpointPath, gridPath, weightsPath] where FileManager.default.fileExists(atPath: path) {
                 throw TrainingFailure(description: "\(path) exists already: choose another --out directory, or pass --overwrite to replace the run")
             }
         }
@@ -140,9 +141,14 @@ enum ReferenceTraining {
                                     rngState: dataGenerator.state, metadata: ["config": config.yaml, "model": "reference-classifier"])
         checkpoint.metadata["test_accuracy"] = String(accuracy)
         try checkpoint.write(to: checkpointPath, overwrite: overwrite)
+        try model.writeWeights(to: weightsPath, metadata: [
+            "config": config.yaml, "seed": String(config.seed), "step": String(step),
+            "test_accuracy": String(accuracy), "test_count": String(test.count),
+            "wall_seconds": String(format: "%.1f", wall), "git_commit": Provenance.gitCommit,
+        ], overwrite: overwrite)
         print(String(format: "reference classifier: test accuracy %.4f after %d steps, %.0f s, %.1f GFLOP counted (%.1f GFLOP/s)",
                      accuracy, step, wall, Double(FlopCounter.total) / 1e9, Double(FlopCounter.total) / 1e9 / wall))
-        print("wrote \(logPath), \(checkpointPath), \(gridPath)")
+        print("wrote \(logPath), \(checkpointPath), \(weightsPath) (sha256 \(try SHA256.hexDigest(ofFile: weightsPath))), \(gridPath)")
         print("first predictions: " + predicted.prefix(8).map { FashionMNIST.classNames[Int($0)] }.joined(separator: ", "))
         return accuracy
     }
