@@ -31,12 +31,16 @@ struct ReferenceWeightsError: Error, CustomStringConvertible { let description: 
 extension ReferenceClassifier {
     /// Where the project keeps the committed weights, relative to the repository root.
     static let committedPath = "results/reference/classifier.h5"
+    /// SHA-256 of the committed file (results/reference/README.md). Loading `committedPath` checks it,
+    /// so a damaged file, a Git LFS pointer or an unannounced retraining cannot pass unnoticed.
+    static let committedSHA256 = "PENDING"
     /// The value of the metadata key "model" that marks a reference-classifier weights file.
     static let modelTag = "reference-classifier"
 
     /// Loads the committed weights strictly: the file must be a weights file of this model with every
     /// parameter present in its shape and nothing else. A relative `path` is looked up in the current
     /// directory, then in the repository that holds the running executable (`.build/…/fusion`).
+    /// The committed file (the default path) must also have the hash `committedSHA256`.
     static func loadCommitted(path: String = committedPath) throws -> CommittedReference {
         guard let resolved = resolve(path) else {
             throw ReferenceWeightsError(description: "reference classifier weights '\(path)' not found (looked in \(FileManager.default.currentDirectoryPath) and above the executable); run from the repository root, or train them with `fusion reference train` and copy classifier.h5 (results/reference/README.md)")
@@ -51,8 +55,11 @@ extension ReferenceClassifier {
         var generator = RandomGenerator(seed: 0)  // replaced by the weights below
         let classifier = ReferenceClassifier(generator: &generator)
         try checkpoint.restore(into: classifier.parametersByName())
-        return CommittedReference(classifier: classifier, path: resolved,
-                                  sha256: try SHA256.hexDigest(ofFile: resolved), metadata: checkpoint.metadata)
+        let sha256 = try SHA256.hexDigest(ofFile: resolved)
+        if path == committedPath && sha256 != committedSHA256 {
+            throw ReferenceWeightsError(description: "'\(resolved)' has SHA-256 \(sha256), but the committed weights have \(committedSHA256); restore the file with `git checkout -- \(committedPath)`, or, after retraining on purpose, update ReferenceClassifier.committedSHA256 and results/reference/README.md")
+        }
+        return CommittedReference(classifier: classifier, path: resolved, sha256: sha256, metadata: checkpoint.metadata)
     }
 
     /// Writes the parameters alone (no optimiser state) with the metadata `loadCommitted` expects.
