@@ -48,21 +48,14 @@ struct Reference: ParsableCommand {
 
     struct Eval: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Test accuracy and SHA-256 of the committed weights (results/reference/classifier.h5).")
+            abstract: "Test accuracy and SHA-256 of the committed weights (results/reference/classifier.h5), and fd_fmnist/kid_fmnist between real train and test images.")
         @Option(help: "The weights file (relative paths: the current directory, then the repository).")
         var weights = ReferenceClassifier.committedPath
+        @Option(help: "Images of each split to measure (the first N).") var count = 10_000
         @Option(help: "Directory holding the Fashion-MNIST IDX .gz files.") var data = FashionMNIST.directory
 
         func run() throws {
-            let reference = try ReferenceClassifier.loadCommitted(path: weights)
-            let test = try FashionMNIST.load(.test, directory: data)
-            let started = Date()
-            let accuracy = ReferenceTraining.evaluate(reference.classifier, on: test)
-            print(String(format: "reference classifier %@\n  sha256 %@\n  test accuracy %.4f on %d images (%.1f s)",
-                         reference.path, reference.sha256, accuracy, test.count, Date().timeIntervalSince(started)))
-            if let recorded = reference.metadata["test_accuracy"].flatMap(Double.init), abs(recorded - accuracy) > 1e-9 {
-                print(String(format: "  note: the file records %.4f from its training run", recorded))
-            }
+            try ReferenceEvaluation.run(weights: weights, dataDirectory: data, count: count)
         }
     }
 }
@@ -70,25 +63,12 @@ struct Reference: ParsableCommand {
 /// The main job of the README's first command, until the quickstart experiment replaces it.
 struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "The end-to-end job scripts/run runs: trains the reference classifier into runs/reference, then measures real images with the committed one.")
+        abstract: "The end-to-end job scripts/run runs: trains the reference classifier into runs/reference, then evaluates the committed one (fusion reference eval).")
     @Flag(help: "Replace the files of an earlier demo run.") var overwrite = false
 
     func run() throws {
         try ReferenceTraining.run(ReferenceTrainingConfig(), directory: "runs/reference", overwrite: overwrite)
-        // The image metrics on real images, as the floor generated images will be compared with.
-        let committed = try ReferenceClassifier.loadCommitted()
-        let metrics = ImageMetrics(committed)
-        let train = try FashionMNIST.load(.train), test = try FashionMNIST.load(.test)
-        let n = 2000
-        let real = try metrics.outputs(test.images.narrow(axis: 0, start: 0, length: n))
-        let other = try metrics.outputs(train.images.narrow(axis: 0, start: 0, length: n))
-        let fd = try metrics.fdFMNIST(generated: other, real: real)
-        let kid = try metrics.kidFMNIST(generated: other, real: real)
-        let accuracy = try metrics.t2iAccuracy(images: test.images.narrow(axis: 0, start: 0, length: n),
-                                               promptedLabels: Array(test.labels[0..<n]))
-        print("committed reference classifier \(committed.path) (sha256 \(committed.sha256))")
-        print(String(format: "real train vs real test images: fd_fmnist %.4f, kid_fmnist %.5f ± %.5f (N = %d vs %d); t2i_accuracy of real test images with their labels %.4f (N = %d)",
-                     fd.value, kid.value, kid.standardDeviation ?? 0, fd.count, fd.referenceCount ?? 0, accuracy.value, accuracy.count))
+        try ReferenceEvaluation.run()
     }
 }
 

@@ -33,7 +33,7 @@ extension ReferenceClassifier {
     static let committedPath = "results/reference/classifier.h5"
     /// SHA-256 of the committed file (results/reference/README.md). Loading `committedPath` checks it,
     /// so a damaged file, a Git LFS pointer or an unannounced retraining cannot pass unnoticed.
-    static let committedSHA256 = "PENDING"
+    static let committedSHA256 = "794fdd3310feabac724ee4563ffcbdeb47f821f2e15ccd1b677ac780307ddcc4"
     /// The value of the metadata key "model" that marks a reference-classifier weights file.
     static let modelTag = "reference-classifier"
 
