@@ -96,6 +96,10 @@ final class ConfigLoaderTests: XCTestCase {
         let trainingText = training.yaml
         XCTAssertEqual(try ConfigLoader.load(ReferenceTrainingConfig.self, yaml: trainingText), training, trainingText)
         XCTAssertTrue(trainingText.contains("batch_size: 128"), trainingText)
+        // Reals in their shortest form, not Yams's 15-digit scientific ("3e-4", "1e+0").
+        XCTAssertTrue(trainingText.contains("learning_rate: 0.0003\n") && trainingText.contains("gradient_clip: 1.0\n")
+                      && trainingText.contains("weight_decay: 0.1\n"), trainingText)
+        XCTAssertTrue(text.contains("lr: 0.0003\n"), text)
     }
 
     // MARK: Errors

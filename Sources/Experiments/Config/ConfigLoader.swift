@@ -44,9 +44,31 @@ enum ConfigLoader {
         return config
     }
 
-    /// The resolved configuration as YAML text, keys in declaration order.
+    /// The resolved configuration as YAML text, keys in declaration order. Real numbers are written in
+    /// Swift's shortest form that reads back to the same Double ("0.0003", "1.0"), where Yams writes
+    /// 15-digit scientific ("3e-4", "1e+0"); the values are unchanged. (Yams keeps 15 significant
+    /// digits, so a Double needing 16–17, such as 0.1 + 0.2, does not round-trip; typed values do.)
     static func yaml<C: Encodable>(_ config: C) throws -> String {
-        try YAMLEncoder().encode(config)
+        let text = try YAMLEncoder().encode(config)
+        guard let tree = try Yams.compose(yaml: text) else { return text }
+        return try Yams.serialize(node: shortestReals(tree))
+    }
+
+    private static func shortestReals(_ node: Node) -> Node {
+        switch node {
+        case .scalar(let scalar):
+            // Only reals as written ("3e-4", "5.0e-2"): not integers, even those too large for Int.
+            let text = scalar.string.lowercased()
+            guard scalar.style == .plain || scalar.style == .any, node.int == nil, !text.contains("x"),
+                  text.contains(".") || text.contains("e"), let value = node.float, value.isFinite else { return node }
+            return Node(String(describing: value), scalar.tag, scalar.style)
+        case .mapping(let mapping):
+            return Node(mapping.map { ($0.key, shortestReals($0.value)) }, mapping.tag, mapping.style)
+        case .sequence(let sequence):
+            return Node(sequence.map(shortestReals), sequence.tag, sequence.style)
+        case .alias:
+            return node
+        }
     }
 
     // MARK: Trees

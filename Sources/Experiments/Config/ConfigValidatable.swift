@@ -13,6 +13,8 @@ protocol ConfigValidatable {
 /// every field (so a file may be partial), `validate()` for ranges. Every field must appear when the
 /// defaults are encoded, as the loader learns the valid keys from them: give optional fields a
 /// non-nil default (or an explicit `encode(nil)`), and use structs, not dictionaries, for sections.
+/// Prefer `Double` to `Float` for real-valued fields: a Float is written widened ("0.000300000014…"),
+/// correct but hard to read; convert at the point of use.
 protocol Configuration: Codable, ConfigValidatable {
     init()
 }

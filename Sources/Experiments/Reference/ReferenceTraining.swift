@@ -9,10 +9,10 @@ import Fusion
 struct ReferenceTrainingConfig: Configuration, Equatable {
     var epochs = 6            // passes over the 60,000 training images (3 reached 89.8 % test accuracy, short of DESIGN's 90 %)
     var batchSize = 128       // images per step
-    var learningRate: Float = 2e-3  // AdamW peak, after linear warm-up, then cosine to a tenth of it
+    var learningRate = 2e-3   // AdamW peak, after linear warm-up, then cosine to a tenth of it
     var warmupSteps = 200
-    var weightDecay: Float = 0.05   // decoupled (AdamW)
-    var gradientClip: Float = 1.0   // global L2 norm
+    var weightDecay = 0.05    // decoupled (AdamW)
+    var gradientClip = 1.0    // global L2 norm
     var seed: UInt64 = 0      // every random stream (init, data order) is split from it
     var logEvery = 50         // steps between train/ log rows
 
@@ -64,11 +64,12 @@ enum ReferenceTraining {
         var dataGenerator = generator.split(key: "data")
         let model = ReferenceClassifier(generator: &initGenerator)
         let parameters = model.namedParameters()
-        let optimizer = AdamW(parameters: parameters, learningRate: config.learningRate, weightDecay: config.weightDecay)
+        let learningRate = Float(config.learningRate)
+        let optimizer = AdamW(parameters: parameters, learningRate: learningRate, weightDecay: Float(config.weightDecay))
         let stepsPerEpoch = train.count / config.batchSize
         let totalSteps = stepsPerEpoch * config.epochs
-        let schedule = WarmupCosineSchedule(peak: config.learningRate, warmupSteps: config.warmupSteps,
-                                            totalSteps: totalSteps, floor: config.learningRate / 10)
+        let schedule = WarmupCosineSchedule(peak: learningRate, warmupSteps: config.warmupSteps,
+                                            totalSteps: totalSteps, floor: learningRate / 10)
         let log = try RunLog(path: logPath, runName: "reference", config: config.yaml, seed: config.seed,
                              recipe: "reference-classifier",
                              attributes: ["parameter_count": Int64(model.parameterCount)], overwrite: overwrite)
@@ -96,7 +97,7 @@ enum ReferenceTraining {
                     throw TrainingFailure(description: "loss became \(loss.item) at step \(step) (epoch \(epoch)); lower learning_rate (now \(config.learningRate)) or gradient_clip")
                 }
                 loss.backward()
-                let norm = clipGradientNorm(model.parameters, maxNorm: config.gradientClip)
+                let norm = clipGradientNorm(model.parameters, maxNorm: Float(config.gradientClip))
                 guard norm.isFinite else {
                     throw NonFiniteGradientError(step: step, norm: norm, parameters: nonFiniteGradientNames(parameters))
                 }
