@@ -72,14 +72,13 @@ struct Demo: ParsableCommand {
     }
 }
 
+// Parsing errors, --help (which parses to a command that throws when run), validation errors and clean
+// exits are ArgumentParser's to print; other errors from running are ours.
 do {
     var command = try FusionCommand.parseAsRoot()
     try command.run()
-} catch let error as ValidationError {
-    FusionCommand.exit(withError: error)
-} catch let error as CleanExit {
-    FusionCommand.exit(withError: error)
 } catch {
+    if FusionCommand.exitCode(for: error) != .failure { FusionCommand.exit(withError: error) }
     // Our own errors already say what went wrong and what to do; print them without a stack trace.
     FileHandle.standardError.write(Data("fusion: \(error)\n".utf8))
     exit(1)
