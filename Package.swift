@@ -12,6 +12,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // Thin shims over the C libraries Debian ships; only one Swift file per library imports each.
@@ -28,9 +29,11 @@ let package = Package(
                 // SIMD loops compile to single AVX instructions instead of pairs of SSE ones.
                 swiftSettings: [.unsafeFlags(["-target-cpu", "haswell"])]),
         .executableTarget(name: "Experiments",
-                          dependencies: ["Fusion", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+                          dependencies: ["Fusion", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                                         .product(name: "Yams", package: "Yams")]),
         .executableTarget(name: "bench", dependencies: ["Fusion"]),
-        .testTarget(name: "FusionTests", dependencies: ["Fusion"]),
+        // Tests reach the command's own logic (metrics, config loading) with `@testable import Experiments`.
+        .testTarget(name: "FusionTests", dependencies: ["Fusion", "Experiments"]),
     ],
     swiftLanguageModes: [.v5]
 )

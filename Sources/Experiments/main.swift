@@ -13,23 +13,49 @@ struct FusionCommand: ParsableCommand {
 struct Reference: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "The reference classifier behind the FID proxy: a small CNN on Fashion-MNIST.",
-        subcommands: [Train.self])
+        subcommands: [Train.self, Eval.self])
 
     struct Train: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Train it with a fixed seed; writes log.h5, checkpoint.h5 and test-images.png into --out.")
+            abstract: "Train it with a fixed seed; writes log.h5, checkpoint.h5, classifier.h5 and test-images.png into --out.",
+            discussion: """
+                Settings come from the defaults, then --config FILE (YAML; missing keys keep their defaults), \
+                then KEY=VALUE overrides (e.g. epochs=4 learning_rate=1e-3), then --epochs/--seed. \
+                Unknown keys, wrong types and out-of-range values are refused. The keys and their defaults:
+
+                \(ReferenceTrainingConfig().yaml)
+                """)
         @Option(help: "Directory for the run's files.") var out = "runs/reference"
-        @Option(help: "Passes over the 60,000 training images.") var epochs = 3
-        @Option(help: "Seed of every random stream (init, data order).") var seed: UInt64 = 0
+        @Option(help: "YAML file of training settings (a partial file is fine).") var config: String?
+        @Argument(help: "Overrides KEY=VALUE applied after --config, e.g. learning_rate=1e-3.") var overrides: [String] = []
+        @Option(help: "Passes over the 60,000 training images (default \(ReferenceTrainingConfig().epochs)).") var epochs: Int?
+        @Option(help: "Seed of every random stream (init, data order).") var seed: UInt64?
         @Option(help: "Directory holding the Fashion-MNIST IDX .gz files.") var data = FashionMNIST.directory
         @Flag(help: "Replace the files of an existing run in --out.") var overwrite = false
+        @Flag(help: "Print the resolved configuration as YAML and exit.") var printConfig = false
 
         func run() throws {
-            guard epochs > 0 else { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
-            var config = ReferenceTrainingConfig()
-            config.epochs = epochs
-            config.seed = seed
-            try ReferenceTraining.run(config, directory: out, overwrite: overwrite, dataDirectory: data)
+            if let epochs, epochs <= 0 { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
+            let options = (epochs.map { ["epochs=\($0)"] } ?? []) + (seed.map { ["seed=\($0)"] } ?? [])
+            let resolved = try ConfigLoader.load(ReferenceTrainingConfig.self, file: config, overrides: overrides + options)
+            if printConfig {
+                print(resolved.yaml, terminator: "")
+                return
+            }
+            try ReferenceTraining.run(resolved, directory: out, overwrite: overwrite, dataDirectory: data)
+        }
+    }
+
+    struct Eval: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Test accuracy and SHA-256 of the committed weights (results/reference/classifier.h5), and fd_fmnist/kid_fmnist between real train and test images.")
+        @Option(help: "The weights file (relative paths: the current directory, then the repository).")
+        var weights = ReferenceClassifier.committedPath
+        @Option(help: "Images of each split to measure (the first N).") var count = 10_000
+        @Option(help: "Directory holding the Fashion-MNIST IDX .gz files.") var data = FashionMNIST.directory
+
+        func run() throws {
+            try ReferenceEvaluation.run(weights: weights, dataDirectory: data, count: count)
         }
     }
 }
@@ -37,22 +63,22 @@ struct Reference: ParsableCommand {
 /// The main job of the README's first command, until the quickstart experiment replaces it.
 struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "The end-to-end job scripts/run runs: trains the reference classifier into runs/reference.")
+        abstract: "The end-to-end job scripts/run runs: trains the reference classifier into runs/reference, then evaluates the committed one (fusion reference eval).")
     @Flag(help: "Replace the files of an earlier demo run.") var overwrite = false
 
     func run() throws {
         try ReferenceTraining.run(ReferenceTrainingConfig(), directory: "runs/reference", overwrite: overwrite)
+        try ReferenceEvaluation.run()
     }
 }
 
+// Parsing errors, --help (which parses to a command that throws when run), validation errors and clean
+// exits are ArgumentParser's to print; other errors from running are ours.
 do {
     var command = try FusionCommand.parseAsRoot()
     try command.run()
-} catch let error as ValidationError {
-    FusionCommand.exit(withError: error)
-} catch let error as CleanExit {
-    FusionCommand.exit(withError: error)
 } catch {
+    if FusionCommand.exitCode(for: error) != .failure { FusionCommand.exit(withError: error) }
     // Our own errors already say what went wrong and what to do; print them without a stack trace.
     FileHandle.standardError.write(Data("fusion: \(error)\n".utf8))
     exit(1)

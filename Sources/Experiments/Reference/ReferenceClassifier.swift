@@ -45,6 +45,11 @@ public final class ReferenceClassifier: Module {
 
     /// Class logits [B, 10].
     public func callAsFunction(_ images: Tensor) -> Tensor {
-        linear(features(images), output) + outputBias
+        logits(features: features(images))
+    }
+
+    /// Class logits [B, 10] from penultimate features [B, 128] (so metrics need one forward pass for both).
+    public func logits(features: Tensor) -> Tensor {
+        linear(features, output) + outputBias
     }
 }

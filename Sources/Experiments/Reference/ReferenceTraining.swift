@@ -1,31 +1,42 @@
 // Training and evaluating the reference classifier on Fashion-MNIST: the first end-to-end job, and
 // the model whose features the FID proxy will use. AdamW with warm-up + cosine schedule, gradient
-// clipping, a seeded shuffle, an HDF5 log flushed at each evaluation, a checkpoint and a PNG grid.
+// clipping, a seeded shuffle, an HDF5 log flushed at each evaluation, a checkpoint, the weights alone
+// (classifier.h5, the file results/reference/ commits) and a PNG grid.
 import Foundation
 import Fusion
 
-struct ReferenceTrainingConfig {
-    var epochs = 3            // passes over the 60,000 training images
-    var batchSize = 128
-    var learningRate: Float = 2e-3
+/// The reference classifier's training configuration (`fusion reference train --config FILE key=value…`).
+struct ReferenceTrainingConfig: Configuration, Equatable {
+    var epochs = 6            // passes over the 60,000 training images (3 reached 89.8 % test accuracy, short of DESIGN's 90 %)
+    var batchSize = 128       // images per step
+    var learningRate = 2e-3   // AdamW peak, after linear warm-up, then cosine to a tenth of it
     var warmupSteps = 200
-    var weightDecay: Float = 0.05
-    var gradientClip: Float = 1.0
-    var seed: UInt64 = 0
+    var weightDecay = 0.05    // decoupled (AdamW)
+    var gradientClip = 1.0    // global L2 norm
+    var seed: UInt64 = 0      // every random stream (init, data order) is split from it
     var logEvery = 50         // steps between train/ log rows
 
-    /// The resolved configuration as YAML text (stored in the log).
+    enum CodingKeys: String, CodingKey {
+        case epochs, batchSize = "batch_size", learningRate = "learning_rate", warmupSteps = "warmup_steps"
+        case weightDecay = "weight_decay", gradientClip = "gradient_clip", seed, logEvery = "log_every"
+    }
+
+    init() {}
+
+    func validate() throws {
+        try require(epochs >= 1, "epochs", epochs, "must be at least 1")
+        try require((1...60_000).contains(batchSize), "batch_size", batchSize, "must be between 1 and 60000 (the training set)")
+        try require(learningRate > 0 && learningRate.isFinite, "learning_rate", learningRate, "must be a positive number")
+        try require(warmupSteps >= 0, "warmup_steps", warmupSteps, "must be 0 or more")
+        try require(weightDecay >= 0 && weightDecay.isFinite, "weight_decay", weightDecay, "must be 0 or more")
+        try require(gradientClip > 0 && gradientClip.isFinite, "gradient_clip", gradientClip, "must be a positive number")
+        try require(logEvery >= 1, "log_every", logEvery, "must be at least 1")
+    }
+
+    /// The resolved configuration as YAML text (printed at the start and stored in the log).
     var yaml: String {
-        """
-        epochs: \(epochs)
-        batch_size: \(batchSize)
-        learning_rate: \(learningRate)
-        warmup_steps: \(warmupSteps)
-        weight_decay: \(weightDecay)
-        gradient_clip: \(gradientClip)
-        seed: \(seed)
-        log_every: \(logEvery)
-        """
+        // Encoding a struct of numbers cannot fail; the message is for the day a field makes it possible.
+        do { return try ConfigLoader.yaml(self) } catch { preconditionFailure("ReferenceTrainingConfig does not encode: \(error)") }
     }
 }
 
@@ -38,9 +49,9 @@ enum ReferenceTraining {
     static func run(_ config: ReferenceTrainingConfig, directory: String, overwrite: Bool,
                     dataDirectory: String = FashionMNIST.directory) throws -> Double {
         let logPath = "\(directory)/log.h5", checkpointPath = "\(directory)/checkpoint.h5"
-        let gridPath = "\(directory)/test-images.png"
+        let gridPath = "\(directory)/test-images.png", weightsPath = "\(directory)/classifier.h5"
         if !overwrite {
-            for path in [logPath, checkpointPath, gridPath] where FileManager.default.fileExists(atPath: path) {
+            for path in [logPath, checkpointPath, gridPath, weightsPath] where FileManager.default.fileExists(atPath: path) {
                 throw TrainingFailure(description: "\(path) exists already: choose another --out directory, or pass --overwrite to replace the run")
             }
         }
@@ -53,11 +64,12 @@ enum ReferenceTraining {
         var dataGenerator = generator.split(key: "data")
         let model = ReferenceClassifier(generator: &initGenerator)
         let parameters = model.namedParameters()
-        let optimizer = AdamW(parameters: parameters, learningRate: config.learningRate, weightDecay: config.weightDecay)
+        let learningRate = Float(config.learningRate)
+        let optimizer = AdamW(parameters: parameters, learningRate: learningRate, weightDecay: Float(config.weightDecay))
         let stepsPerEpoch = train.count / config.batchSize
         let totalSteps = stepsPerEpoch * config.epochs
-        let schedule = WarmupCosineSchedule(peak: config.learningRate, warmupSteps: config.warmupSteps,
-                                            totalSteps: totalSteps, floor: config.learningRate / 10)
+        let schedule = WarmupCosineSchedule(peak: learningRate, warmupSteps: config.warmupSteps,
+                                            totalSteps: totalSteps, floor: learningRate / 10)
         let log = try RunLog(path: logPath, runName: "reference", config: config.yaml, seed: config.seed,
                              recipe: "reference-classifier",
                              attributes: ["parameter_count": Int64(model.parameterCount)], overwrite: overwrite)
@@ -85,7 +97,7 @@ enum ReferenceTraining {
                     throw TrainingFailure(description: "loss became \(loss.item) at step \(step) (epoch \(epoch)); lower learning_rate (now \(config.learningRate)) or gradient_clip")
                 }
                 loss.backward()
-                let norm = clipGradientNorm(model.parameters, maxNorm: config.gradientClip)
+                let norm = clipGradientNorm(model.parameters, maxNorm: Float(config.gradientClip))
                 guard norm.isFinite else {
                     throw NonFiniteGradientError(step: step, norm: norm, parameters: nonFiniteGradientNames(parameters))
                 }
@@ -140,9 +152,14 @@ enum ReferenceTraining {
                                     rngState: dataGenerator.state, metadata: ["config": config.yaml, "model": "reference-classifier"])
         checkpoint.metadata["test_accuracy"] = String(accuracy)
         try checkpoint.write(to: checkpointPath, overwrite: overwrite)
+        try model.writeWeights(to: weightsPath, metadata: [
+            "config": config.yaml, "seed": String(config.seed), "step": String(step),
+            "test_accuracy": String(accuracy), "test_count": String(test.count),
+            "wall_seconds": String(format: "%.1f", wall), "git_commit": Provenance.gitCommit,
+        ], overwrite: overwrite)
         print(String(format: "reference classifier: test accuracy %.4f after %d steps, %.0f s, %.1f GFLOP counted (%.1f GFLOP/s)",
                      accuracy, step, wall, Double(FlopCounter.total) / 1e9, Double(FlopCounter.total) / 1e9 / wall))
-        print("wrote \(logPath), \(checkpointPath), \(gridPath)")
+        print("wrote \(logPath), \(checkpointPath), \(weightsPath) (sha256 \(try SHA256.hexDigest(ofFile: weightsPath))), \(gridPath)")
         print("first predictions: " + predicted.prefix(8).map { FashionMNIST.classNames[Int($0)] }.joined(separator: ", "))
         return accuracy
     }
