@@ -7,7 +7,8 @@ struct FusionCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fusion",
         abstract: "Fusion: a testbed for unified multimodal models (Chameleon, Show-o, Transfusion) on one core.",
-        subcommands: [Reference.self, Demo.self])
+        subcommands: [TrainCommand.self, EvalCommand.self, SampleCommand.self, SweepCommand.self, ReportCommand.self,
+                      DataCommand.self, Reference.self, Demo.self])
 }
 
 struct Reference: ParsableCommand {

@@ -26,10 +26,11 @@ enum ConfigLoader {
     }
 
     /// Loads YAML text (nil: defaults only); `source` names it in errors (a path, or "<string>").
+    /// `defaults` replaces `C()` as the base the file is laid over (e.g. a recipe preset's values).
     static func load<C: Configuration>(_ type: C.Type = C.self, yaml: String?, source: String = "<string>",
-                                       overrides: [String] = []) throws -> C {
+                                       overrides: [String] = [], defaults: C? = nil) throws -> C {
         var resolution = Resolution()
-        var tree = try defaultsTree(C())
+        var tree = try defaultsTree(defaults ?? C())
         if let yaml, let fileTree = try compose(yaml, source: source) {
             tree = try resolution.overlay(tree, fileTree, path: []) { mark in
                 "\(source)" + (mark.map { ":\($0.line):\($0.column)" } ?? "")

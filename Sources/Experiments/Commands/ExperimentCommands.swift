@@ -1,0 +1,124 @@
+// The experiment commands: train, eval, sample, sweep, report, data. Each is a thin shell around the
+// code that does the work (ExperimentRun, Evaluation, TrainedRun, Sweep, Report), so that tests and
+// scripts can call the same code.
+import ArgumentParser
+import Foundation
+import Fusion
+
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "train",
+        abstract: "Train a recipe from a YAML config plus key=value overrides; writes log.h5, checkpoint.h5 and sample grids into --out.",
+        discussion: "Example: fusion train configs/small.yaml recipe=showo model.layers=6 train.steps=2000")
+    @Argument(help: "The experiment config (YAML).") var config: String
+    @Argument(help: "Overrides, key=value with dotted keys (recipe=showo, train.learning_rate=3e-4).") var overrides: [String] = []
+    @Option(help: "Directory of the run (default runs/NAME).") var out: String?
+    @Flag(help: "Continue a killed run from its checkpoint; ends with the numbers of an uninterrupted run.") var resume = false
+    @Flag(help: "Replace the files of an existing run in --out.") var overwrite = false
+    @Flag(help: "Print the resolved config and stop.") var printConfig = false
+
+    func run() throws {
+        let resolved = try ExperimentConfig.load(file: config, overrides: overrides)
+        let yaml = try ConfigLoader.yaml(resolved)
+        if printConfig { print(yaml); return }
+        guard !(resume && overwrite) else { throw ValidationError("--resume and --overwrite exclude each other") }
+        try ExperimentRun.run(resolved, yaml: yaml, directory: out ?? "runs/\(resolved.name)", overwrite: overwrite, resume: resume)
+    }
+}
+
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "eval",
+        abstract: "Evaluate a trained run (its directory) on the fixed evaluation sets and print the metrics.")
+    @Argument(help: "The run's directory (fusion train --out).") var run: String
+    @Option(help: "Override eval.images (N for fd_fmnist/kid_fmnist).") var images: Int?
+
+    func run() throws {
+        let trained = try TrainedRun(directory: run)
+        var config = trained.config
+        if let images { config.eval.images = images }
+        try config.validate()
+        let progress = Progress(total: 1)
+        let evaluation = Evaluation(model: trained.model, data: trained.data, config: config, progress: progress,
+                                    metrics: ImageMetrics(try ReferenceClassifier.loadCommitted()))
+        let log = try RunLog(path: "\(run)/eval-step\(trained.step).h5", runName: config.name, config: trained.yaml, seed: config.seed,
+                             recipe: trained.model.config.recipe, overwrite: true)
+        let metrics = try evaluation.run(step: trained.step, log: log, samplesPath: "\(run)/eval-samples-step\(trained.step).png")
+        try log.append("eval", step: trained.step, metrics)
+        try log.flush()
+        progress.say("\(config.name) at step \(trained.step):")
+        for (name, value) in metrics { print("  \(name.padding(toLength: 24, withPad: " ", startingAt: 0)) \(String(format: "%.6g", value))") }
+    }
+}
+
+struct SampleCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "sample",
+        abstract: "Generate images for a prompt with a trained run and write them as a PNG grid.")
+    @Argument(help: "The run's directory (fusion train --out).") var run: String
+    @Option(help: "The caption to draw.") var prompt: String
+    @Option(help: "The PNG grid to write.") var out: String
+    @Option(help: "How many images.") var count = 8
+    @Option(help: "Classifier-free guidance scale (default: the run's eval.guidance_scale).") var guidance: Float?
+    @Option(help: "Seed of the sampling noise.") var seed: UInt64 = 0
+    @Flag(help: "Replace an existing PNG.") var overwrite = false
+
+    func run() throws {
+        guard count >= 1 else { throw ValidationError("--count must be at least 1") }
+        let trained = try TrainedRun(directory: run)
+        var generator = RandomGenerator(seed: seed).split(key: "sample")
+        let images = try trained.sample(prompt: prompt, count: count, guidanceScale: guidance ?? trained.config.eval.guidanceScale,
+                                        generator: &generator)
+        try PNG.writeGrid(images, columns: min(count, 8), to: out, overwrite: overwrite)
+        print("wrote \(count) image(s) for \"\(prompt)\" to \(out)")
+    }
+}
+
+struct SweepCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "sweep",
+        abstract: "Run a grid of configs as separate processes and merge them into one results file (re-running skips finished runs).")
+    @Argument(help: "The sweep file (YAML: name, base, overrides, grid, parallel).") var sweep: String
+    @Option(help: "Directory of the sweep (default runs/sweeps/NAME).") var out: String?
+
+    func run() throws {
+        let spec = try SweepSpec.load(sweep)
+        let executable = Bundle.main.executablePath ?? CommandLine.arguments[0]
+        try Sweep.run(spec, directory: out ?? "runs/sweeps/\(spec.name)", executable: executable)
+    }
+}
+
+struct ReportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "report",
+        abstract: "Write a markdown summary (one row per run, final metrics, FLOPs) and sample grids of a results file.")
+    @Argument(help: "A results file: a run's log.h5 or a sweep's results.h5.") var results: String
+    @Option(help: "Directory for report.md and the grids (default: beside the results, report/).") var out: String?
+
+    func run() throws {
+        let directory = out ?? ((results as NSString).deletingLastPathComponent + "/report")
+        let markdown = try Report.write(results: results, to: directory)
+        print(markdown)
+        print("\nwritten to \(directory)/report.md")
+    }
+}
+
+struct DataCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "data",
+        abstract: "Install (scripts/setup) and verify the data sets: Fashion-MNIST and Shakespeare's plays.")
+    @Flag(help: "Only verify; do not run scripts/setup.") var verifyOnly = false
+
+    func run() throws {
+        if !verifyOnly {
+            guard FileManager.default.fileExists(atPath: "scripts/setup") else {
+                throw RunFailure(description: "scripts/setup not found: run fusion data from the repository root (or pass --verify-only)")
+            }
+            let setup = Process()
+            setup.executableURL = URL(fileURLWithPath: "/bin/bash")
+            setup.arguments = ["scripts/setup"]
+            try setup.run()
+            setup.waitUntilExit()
+            guard setup.terminationStatus == 0 else { throw RunFailure(description: "scripts/setup failed (status \(setup.terminationStatus))") }
+        }
+        let train = try FashionMNIST.load(.train), test = try FashionMNIST.load(.test)
+        print("Fashion-MNIST: \(train.count) training and \(test.count) test images of \(train.side)×\(train.side), labels 0–9: ok")
+        let corpus = try ShakespeareCorpus.load()
+        print("Shakespeare: \(corpus.trainingPlays.count) training plays (\(corpus.trainingText.utf8.count) bytes), "
+              + "\(corpus.heldOutPlays.count) held out (\(corpus.heldOutPlays.map(\.name).joined(separator: ", "))): ok")
+    }
+}

@@ -1,0 +1,77 @@
+// `fusion report`: a markdown summary of a results file (one run's log or a sweep's merged file): one
+// row per run with its recipe, size, FLOPs and final metrics, and the PNG grid of each run's last
+// samples beside it. Reads only what the log layout of DESIGN.md promises, so it works on any run.
+import Foundation
+import Fusion
+
+enum Report {
+    static let metricColumns = ["text_ppl", "fd_fmnist", "kid_fmnist", "t2i_accuracy", "caption_accuracy"]
+
+    struct Row {
+        let run: String, recipe: String
+        let parameters: Int64, nonEmbedding: Int64
+        let step: Int64
+        let flopsCounted: Double, flops6ND: Double
+        let metrics: [String: Double]
+        let samplesGrid: String?
+    }
+
+    /// Writes `directory/report.md` and the sample grids; returns the markdown.
+    @discardableResult
+    static func write(results path: String, to directory: String) throws -> String {
+        let file = try HDF5File.open(path)
+        guard try file.root.exists("runs") else {
+            throw RunFailure(description: "\(path) has no /runs group: is it a Fusion results file (a run's log.h5 or a sweep's results.h5)?")
+        }
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let runs = try file.root.group("runs")
+        var rows: [Row] = []
+        for name in try runs.childNames {
+            let run = try runs.group(name)
+            func last(_ path: String) throws -> Double? {
+                guard try run.exists(path) else { return nil }
+                return try run.dataset(path).read(as: Double.self).last
+            }
+            var metrics: [String: Double] = [:]
+            for metric in metricColumns { metrics[metric] = try last("eval/\(metric)") }
+            let step = try run.exists("eval/step") ? (try run.dataset("eval/step").read(as: Int64.self).last ?? 0) : 0
+            var grid: String? = nil
+            if try run.exists("samples") {
+                let samples = try run.group("samples")
+                if let latest = try samples.childNames.filter({ $0.hasPrefix("step") }).max(by: { (Int($0.dropFirst(4)) ?? 0) < (Int($1.dropFirst(4)) ?? 0) }) {
+                    let bytes = try samples.dataset(latest).read(as: UInt8.self)
+                    let shape = try samples.dataset(latest).shape
+                    let images = Tensor(bytes.map { Float($0) / 255 }, shape: shape)
+                    grid = "\(name)-\(latest).png"
+                    try PNG.writeGrid(images, columns: 10, to: "\(directory)/\(grid!)", overwrite: true)
+                }
+            }
+            rows.append(Row(run: name, recipe: (try? run.stringAttribute("recipe")) ?? "?",
+                            parameters: (try? run.int64Attribute("parameter_count")) ?? 0,
+                            nonEmbedding: (try? run.int64Attribute("non_embedding_parameter_count")) ?? 0,
+                            step: step, flopsCounted: try last("train/flops_counted") ?? 0,
+                            flops6ND: try last("train/flops_6nd") ?? 0, metrics: metrics, samplesGrid: grid))
+        }
+        let markdown = render(rows, source: path, commit: (try? file.root.stringAttribute("git_commit")) ?? "?")
+        try markdown.write(toFile: "\(directory)/report.md", atomically: true, encoding: .utf8)
+        return markdown
+    }
+
+    static func render(_ rows: [Row], source: String, commit: String) -> String {
+        func number(_ value: Double?) -> String {
+            guard let value else { return "–" }
+            return abs(value) >= 1e4 || (abs(value) < 1e-3 && value != 0) ? String(format: "%.3e", value) : String(format: "%.4g", value)
+        }
+        var lines = ["# Fusion report", "", "Results: `\(source)` (git \(commit)), \(rows.count) run(s).", "",
+                     "| run | recipe | params (non-emb.) | step | FLOPs counted | FLOPs 6ND | " + metricColumns.joined(separator: " | ") + " |",
+                     "|" + Array(repeating: "---", count: 6 + metricColumns.count).joined(separator: "|") + "|"]
+        for row in rows {
+            lines.append("| \(row.run) | \(row.recipe) | \(row.parameters) (\(row.nonEmbedding)) | \(row.step) | "
+                         + "\(number(row.flopsCounted)) | \(number(row.flops6ND)) | "
+                         + metricColumns.map { number(row.metrics[$0]) }.joined(separator: " | ") + " |")
+        }
+        lines += ["", "fd_fmnist and kid_fmnist are computed on the N images recorded beside them in each log (eval/fd_fmnist_n).", ""]
+        for row in rows { if let grid = row.samplesGrid { lines += ["## \(row.run)", "", "![\(row.run) samples](\(grid))", ""] } }
+        return lines.joined(separator: "\n")
+    }
+}

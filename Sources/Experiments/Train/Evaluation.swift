@@ -1,0 +1,102 @@
+// The evaluation of a run, on fixed evaluation sets (the first items of each held-out set, so every
+// run of every recipe is scored on the same ones): text_ppl on the held-out plays; images generated
+// from test captions, scored by the reference classifier (fd_fmnist, kid_fmnist, t2i_accuracy, with
+// N recorded); captions generated for test images (caption_accuracy). Names as in DESIGN.md.
+import Foundation
+import Fusion
+
+struct Evaluation {
+    let model: FusionModel
+    let data: MultimodalData
+    let config: ExperimentConfig
+    let progress: Progress
+    let metrics: ImageMetrics
+
+    func run(step: Int, log: RunLog, samplesPath: String) throws -> [(String, Double)] {
+        var values: [(String, Double)] = [("text_ppl", textPerplexity())]
+        let (images, labels) = try generateImages()
+        let n = labels.count
+        let real = data.test.images.narrow(axis: 0, start: 0, length: n)
+        let generated = try self.metrics.outputs(images), reference = try self.metrics.outputs(real)
+        values += try self.metrics.fdFMNIST(generated: generated, real: reference).logRow
+        values += try self.metrics.kidFMNIST(generated: generated, real: reference,
+                                             kid: KernelInceptionDistance(subsetSize: min(n, 1000), subsetCount: 100, seed: config.seed)).logRow
+        values += try self.metrics.t2iAccuracy(images: images, promptedLabels: labels).logRow
+        values.append(("caption_accuracy", try captionAccuracy()))
+        let shown = min(n, 20)
+        try PNG.writeGrid(images.narrow(axis: 0, start: 0, length: shown), columns: 10, to: samplesPath, overwrite: true)
+        try log.appendSamples(step: step, images: images.narrow(axis: 0, start: 0, length: shown), labels: Array(labels.prefix(shown)))
+        return values
+    }
+
+    /// Perplexity of the held-out plays: exp of the mean next-token cross-entropy over the first
+    /// `eval.textTokens` tokens, cut into documents that fill a context each.
+    func textPerplexity() -> Double {
+        let length = model.config.model.contextLength, chunk = length - 2
+        let tokens = Array(data.heldOutText.prefix(config.eval.textTokens))
+        var documents: [Document] = []
+        for start in stride(from: 0, to: tokens.count, by: chunk) {
+            documents.append(model.textDocument(Array(tokens[start..<min(start + chunk, tokens.count)])))
+        }
+        var total = 0.0, count = 0
+        var unused = RandomGenerator(seed: 0)
+        let rows = config.train.batchSize
+        for start in stride(from: 0, to: documents.count, by: rows) {
+            let batch = try! model.layout.pack(Array(documents[start..<min(start + rows, documents.count)]), length: length)
+            let loss = withoutGradients { model.loss(batch, generator: &unused) }
+            total += Double(loss.part("text_loss") ?? loss.total.item) * Double(loss.trainedPositions)
+            count += loss.trainedPositions
+        }
+        return Foundation.exp(total / Double(max(count, 1)))
+    }
+
+    /// N images generated from the captions of the first N test images (variant 0), decoded to pixels.
+    func generateImages() throws -> (Tensor, [Int32]) {
+        let n = min(config.eval.images, data.test.count)
+        var generator = RandomGenerator(seed: config.seed).split(key: "evaluation")
+        var chunks: [Tensor] = []
+        let chunk = 25
+        for start in stride(from: 0, to: n, by: chunk) {
+            let count = min(chunk, n - start)
+            let captions = (start..<(start + count)).map { data.tokenizer.encode(data.captionText(data.test, index: $0, variant: 0)) }
+            if model.config.imageObjective.usesCodes {
+                var options = TokenSamplingOptions()
+                options.temperature = config.eval.temperature
+                options.topK = config.eval.topK > 0 ? config.eval.topK : nil
+                let codes = try model.sampleImageCodes(captions: captions, guidanceScale: config.eval.guidanceScale, options: options,
+                                                       steps: config.eval.samplingSteps, generator: &generator)
+                chunks.append(withoutGradients { data.autoencoder.decodeCodes(codes) })
+            } else {
+                let latents = try model.sampleImageLatents(captions: captions, guidanceScale: config.eval.guidanceScale,
+                                                           sampler: config.eval.diffusionSampler, steps: config.eval.samplingSteps,
+                                                           generator: &generator)
+                chunks.append(withoutGradients { data.autoencoder.decodeLatents(latents) })
+            }
+            progress.evaluating("images", done: start + count, of: n)
+        }
+        // Decoders are not bounded; the classifier (and a PNG) read pixels in [0, 1].
+        let images = concatenate(chunks, axis: 0)
+        for i in 0..<images.count { images.data[i] = min(max(images.data[i], 0), 1) }
+        return (images, Array(data.test.labels.prefix(n)))
+    }
+
+    /// Share of the first M test images whose greedy caption names their class.
+    func captionAccuracy() throws -> Double {
+        let m = min(config.eval.captions, data.test.count)
+        var generator = RandomGenerator(seed: config.seed).split(key: "captions")
+        var correct = 0
+        let chunk = 25
+        for start in stride(from: 0, to: m, by: chunk) {
+            let count = min(chunk, m - start)
+            let images = (start..<(start + count)).map { data.content(data.test, index: $0) }
+            var options = TokenSamplingOptions()
+            options.temperature = 0
+            let captions = try model.caption(images: images, maxTokens: config.eval.captionTokens, options: options, generator: &generator)
+            for (i, ids) in captions.enumerated() where Captions.className(in: data.tokenizer.decode(ids)) == Int(data.test.labels[start + i]) {
+                correct += 1
+            }
+            progress.evaluating("captions", done: start + count, of: m)
+        }
+        return Double(correct) / Double(m)
+    }
+}

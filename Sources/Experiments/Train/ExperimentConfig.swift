@@ -1,0 +1,164 @@
+// One experiment, fully described: the recipe (a preset plus any switch changed), the data mixture,
+// the tokenizer, the autoencoder, training and evaluation. A YAML file plus `key=value` overrides
+// resolve into this value; the resolved value is printed at the start of a run and stored in its log,
+// and the same resolved config and seed give the same numbers.
+import Foundation
+import Fusion
+import Yams
+
+struct ExperimentConfig: Configuration, Equatable {
+    /// Name of the run (its group in the results file: /runs/NAME).
+    var name = "run"
+    /// Seed of every random stream: initialisation, data order, masking/noise, sampling.
+    var seed: UInt64 = 0
+    /// The recipe: `recipe.recipe` names the preset (chameleon, showo, transfusion), every other field
+    /// overrides one switch of it (see RecipeConfig).
+    var recipe = RecipeConfig.chameleon
+    var data = DataConfig()
+    var tokenizer = TokenizerConfig()
+    var autoencoder = AutoencoderChoice()
+    var train = TrainConfig()
+    var eval = EvalConfig()
+
+    init() {}
+
+    struct DataConfig: Codable, Equatable {
+        enum CodingKeys: String, CodingKey {
+            case textShare = "text_share", imageFirstShare = "image_first_share", trainImages = "train_images"
+            case cacheDirectory = "cache_directory"
+        }
+        /// Share of training tokens that come from text-only documents (Shakespeare's training plays).
+        var textShare: Float = 0.25
+        /// Share of image–caption documents with the image first (understanding); the rest are
+        /// caption first (generation).
+        var imageFirstShare: Float = 0.5
+        /// Use only the first N training images (0: all 60,000).
+        var trainImages = 0
+        /// Where prepared data (codes/latents of the training set, the tokenizer) are cached.
+        var cacheDirectory = "runs/cache"
+    }
+
+    struct TokenizerConfig: Codable, Equatable {
+        enum CodingKeys: String, CodingKey { case vocabularySize = "vocabulary_size", trainingCharacters = "training_characters" }
+        /// Text vocabulary: 256 bytes + merges + special tokens.
+        var vocabularySize = 1_000
+        /// Characters of training text the BPE merges are learned from (plus captions); 0: all.
+        var trainingCharacters = 2_000_000
+    }
+
+    struct AutoencoderChoice: Codable, Equatable {
+        /// Weights of the discrete autoencoder (Chameleon, Show-o).
+        var codes = "results/autoencoders/vq/autoencoder.h5"
+        /// Weights of the continuous autoencoder (Transfusion).
+        var latents = "results/autoencoders/kl/autoencoder.h5"
+    }
+
+    struct TrainConfig: Codable, Equatable {
+        enum CodingKeys: String, CodingKey {
+            case steps, batchSize = "batch_size", learningRate = "learning_rate", warmupSteps = "warmup_steps"
+            case finalLearningRateRatio = "final_learning_rate_ratio", weightDecay = "weight_decay"
+            case gradientClip = "gradient_clip", logEvery = "log_every", evalEvery = "eval_every"
+            case checkpointEvery = "checkpoint_every"
+        }
+        var steps = 1_000
+        /// Sequences per step (each `recipe.model.contextLength` positions).
+        var batchSize = 16
+        var learningRate: Float = 1e-3
+        var warmupSteps = 100
+        /// The cosine schedule ends at learningRate · this.
+        var finalLearningRateRatio: Float = 0.1
+        var weightDecay: Float = 0.1
+        var gradientClip: Float = 1.0
+        var logEvery = 10
+        /// Steps between evaluations (and log flushes); the last step is always evaluated.
+        var evalEvery = 250
+        var checkpointEvery = 250
+    }
+
+    struct EvalConfig: Codable, Equatable {
+        enum CodingKeys: String, CodingKey {
+            case textTokens = "text_tokens", images, captions, guidanceScale = "guidance_scale"
+            case samplingSteps = "sampling_steps", diffusionSampler = "diffusion_sampler", temperature
+            case topK = "top_k", captionTokens = "caption_tokens"
+        }
+        /// Held-out text tokens scored for text_ppl.
+        var textTokens = 16_384
+        /// N generated and N real test images for fd_fmnist / kid_fmnist / t2i_accuracy.
+        var images = 200
+        /// Test images captioned for caption_accuracy.
+        var captions = 100
+        /// Classifier-free guidance scale s.
+        var guidanceScale: Float = 2
+        /// MaskGIT steps (Show-o) or diffusion steps (Transfusion).
+        var samplingSteps = 12
+        var diffusionSampler = DiffusionSamplerKind.ddim
+        var temperature: Float = 1
+        var topK = 0
+        var captionTokens = 16
+    }
+
+    func validate() throws {
+        do { try recipe.validate() } catch let error as ConfigurationError { throw ConfigError.outOfRange(key: "recipe", value: "invalid", requirement: "must be consistent: \(error)") }
+        try require(!name.isEmpty && !name.contains("/"), "name", name, "must be non-empty and without '/'")
+        try require((0...1).contains(data.textShare), "data.text_share", data.textShare, "must lie in [0, 1]")
+        try require((0...1).contains(data.imageFirstShare), "data.image_first_share", data.imageFirstShare, "must lie in [0, 1]")
+        try require(data.trainImages >= 0, "data.train_images", data.trainImages, "must be ≥ 0 (0 means all 60,000)")
+        try require(tokenizer.vocabularySize >= 256 + SpecialToken.allCases.count + 1, "tokenizer.vocabulary_size", tokenizer.vocabularySize,
+                    "must exceed 256 bytes + \(SpecialToken.allCases.count) special tokens")
+        try require(tokenizer.trainingCharacters >= 0, "tokenizer.training_characters", tokenizer.trainingCharacters, "must be ≥ 0 (0 means all)")
+        try require(train.steps > 0, "train.steps", train.steps, "must be at least 1")
+        try require(train.batchSize > 0, "train.batch_size", train.batchSize, "must be at least 1")
+        try require(train.learningRate > 0, "train.learning_rate", train.learningRate, "must be positive")
+        try require(train.warmupSteps >= 0, "train.warmup_steps", train.warmupSteps, "must be ≥ 0")
+        try require((0...1).contains(train.finalLearningRateRatio), "train.final_learning_rate_ratio", train.finalLearningRateRatio, "must lie in [0, 1]")
+        try require(train.weightDecay >= 0, "train.weight_decay", train.weightDecay, "must be ≥ 0")
+        try require(train.gradientClip > 0, "train.gradient_clip", train.gradientClip, "must be positive")
+        for (key, value) in [("log_every", train.logEvery), ("eval_every", train.evalEvery), ("checkpoint_every", train.checkpointEvery)] {
+            try require(value > 0, "train.\(key)", value, "must be at least 1")
+        }
+        try require(eval.textTokens >= 2, "eval.text_tokens", eval.textTokens, "must be at least 2")
+        try require(eval.images >= 2, "eval.images", eval.images, "must be at least 2 (a covariance needs two samples)")
+        try require(eval.captions >= 1, "eval.captions", eval.captions, "must be at least 1")
+        try require(eval.guidanceScale >= 0, "eval.guidance_scale", eval.guidanceScale, "must be ≥ 0")
+        try require(eval.samplingSteps >= 1, "eval.sampling_steps", eval.samplingSteps, "must be at least 1")
+        try require(eval.temperature >= 0, "eval.temperature", eval.temperature, "must be ≥ 0 (0 is greedy)")
+        try require(eval.topK >= 0, "eval.top_k", eval.topK, "must be ≥ 0 (0 means no top-k)")
+        try require(eval.captionTokens >= 1, "eval.caption_tokens", eval.captionTokens, "must be at least 1")
+    }
+
+    /// Loads a YAML file (nil: defaults) with `key=value` overrides. The recipe preset named by
+    /// `recipe.recipe` (or the shorthands `recipe: showo` in the file, `recipe=showo` on the command
+    /// line) supplies the defaults of every recipe switch, so a file states only what it changes.
+    static func load(file: String?, overrides: [String]) throws -> ExperimentConfig {
+        var text: String? = nil
+        if let file {
+            do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
+                throw ConfigError.unreadableFile(path: file, reason: (error as NSError).localizedDescription)
+            }
+        }
+        // Shorthands: a scalar `recipe:` in the file, `recipe=NAME` on the command line.
+        var preset = "chameleon"
+        if let text, let tree = try ConfigLoader.compose(text, source: file ?? "<string>"), let recipe = tree.mapping?["recipe"] {
+            if let name = recipe.string { preset = name; text = rewriteRecipeShorthand(text, tree: tree, source: file ?? "<string>") }
+            else if let name = recipe.mapping?["recipe"]?.string { preset = name }
+        }
+        var resolvedOverrides: [String] = []
+        for override in overrides {
+            if override.hasPrefix("recipe=") { resolvedOverrides.append("recipe.recipe=" + override.dropFirst("recipe=".count)) } else { resolvedOverrides.append(override) }
+        }
+        for override in resolvedOverrides where override.hasPrefix("recipe.recipe=") { preset = String(override.dropFirst("recipe.recipe=".count)) }
+        var defaults = ExperimentConfig()
+        do { defaults.recipe = try RecipeConfig.preset(named: preset) } catch let error as ConfigurationError {
+            throw ConfigError.outOfRange(key: "recipe.recipe", value: preset, requirement: "must name a preset: \(RecipeConfig.presetNames.joined(separator: ", ")) (\(error))")
+        }
+        return try ConfigLoader.load(ExperimentConfig.self, yaml: text, source: file ?? "<defaults>", overrides: resolvedOverrides, defaults: defaults)
+    }
+
+    /// The file's text with `recipe: NAME` replaced by the mapping `recipe: {recipe: NAME}`.
+    private static func rewriteRecipeShorthand(_ text: String, tree: Node, source: String) -> String {
+        guard var pairs = tree.mapping.map({ Array($0.map { ($0.key, $0.value) }) }),
+              let index = pairs.firstIndex(where: { $0.0.string == "recipe" }) else { return text }
+        pairs[index].1 = Node([(Node("recipe"), pairs[index].1)])
+        return (try? Yams.serialize(node: Node(pairs))) ?? text
+    }
+}
