@@ -7,7 +7,7 @@ struct FusionCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fusion",
         abstract: "Fusion: a testbed for unified multimodal models (Chameleon, Show-o, Transfusion) on one core.",
-        subcommands: [Reference.self, Demo.self])
+        subcommands: [Reference.self, Demo.self, Autoencoder.self])
 }
 
 struct Reference: ParsableCommand {
