@@ -8,7 +8,7 @@ struct FusionCommand: ParsableCommand {
         commandName: "fusion",
         abstract: "Fusion: a testbed for unified multimodal models (Chameleon, Show-o, Transfusion) on one core.",
         subcommands: [TrainCommand.self, EvalCommand.self, SampleCommand.self, SweepCommand.self, ReportCommand.self,
-                      DataCommand.self, Reference.self, Demo.self])
+                      DataCommand.self, Autoencoder.self, Reference.self, Demo.self])
 }
 
 struct Reference: ParsableCommand {
