@@ -15,33 +15,35 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "Continue a killed run from its checkpoint; ends with the numbers of an uninterrupted run.") var resume = false
     @Flag(help: "Replace the files of an existing run in --out.") var overwrite = false
     @Flag(help: "Print the resolved config and stop.") var printConfig = false
+    @Option(help: .hidden) var stopAfterStep: Int?  // tests: end the process after this step's checkpoint, as a kill would
 
     func run() throws {
         let resolved = try ExperimentConfig.load(file: config, overrides: overrides)
         let yaml = try ConfigLoader.yaml(resolved)
         if printConfig { print(yaml); return }
         guard !(resume && overwrite) else { throw ValidationError("--resume and --overwrite exclude each other") }
-        try ExperimentRun.run(resolved, yaml: yaml, directory: out ?? "runs/\(resolved.name)", overwrite: overwrite, resume: resume)
+        try ExperimentRun.run(resolved, yaml: yaml, directory: out ?? "runs/\(resolved.name)", overwrite: overwrite, resume: resume,
+                              stopAfterStep: stopAfterStep)
     }
 }
 
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "eval",
         abstract: "Evaluate a trained run (its directory) on the fixed evaluation sets and print the metrics.")
-    @Argument(help: "The run's directory (fusion train --out).") var run: String
+    @Argument(help: "The run's directory (fusion train --out).") var runDirectory: String
     @Option(help: "Override eval.images (N for fd_fmnist/kid_fmnist).") var images: Int?
 
     func run() throws {
-        let trained = try TrainedRun(directory: run)
+        let trained = try TrainedRun(directory: runDirectory)
         var config = trained.config
         if let images { config.eval.images = images }
         try config.validate()
         let progress = Progress(total: 1)
         let evaluation = Evaluation(model: trained.model, data: trained.data, config: config, progress: progress,
                                     metrics: ImageMetrics(try ReferenceClassifier.loadCommitted()))
-        let log = try RunLog(path: "\(run)/eval-step\(trained.step).h5", runName: config.name, config: trained.yaml, seed: config.seed,
+        let log = try RunLog(path: "\(runDirectory)/eval-step\(trained.step).h5", runName: config.name, config: trained.yaml, seed: config.seed,
                              recipe: trained.model.config.recipe, overwrite: true)
-        let metrics = try evaluation.run(step: trained.step, log: log, samplesPath: "\(run)/eval-samples-step\(trained.step).png")
+        let metrics = try evaluation.run(step: trained.step, log: log, samplesPath: "\(runDirectory)/eval-samples-step\(trained.step).png")
         try log.append("eval", step: trained.step, metrics)
         try log.flush()
         progress.say("\(config.name) at step \(trained.step):")
@@ -52,7 +54,7 @@ struct EvalCommand: ParsableCommand {
 struct SampleCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "sample",
         abstract: "Generate images for a prompt with a trained run and write them as a PNG grid.")
-    @Argument(help: "The run's directory (fusion train --out).") var run: String
+    @Argument(help: "The run's directory (fusion train --out).") var runDirectory: String
     @Option(help: "The caption to draw.") var prompt: String
     @Option(help: "The PNG grid to write.") var out: String
     @Option(help: "How many images.") var count = 8
@@ -62,7 +64,7 @@ struct SampleCommand: ParsableCommand {
 
     func run() throws {
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
-        let trained = try TrainedRun(directory: run)
+        let trained = try TrainedRun(directory: runDirectory)
         var generator = RandomGenerator(seed: seed).split(key: "sample")
         let images = try trained.sample(prompt: prompt, count: count, guidanceScale: guidance ?? trained.config.eval.guidanceScale,
                                         generator: &generator)

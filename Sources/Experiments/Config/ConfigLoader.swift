@@ -62,6 +62,12 @@ enum ConfigLoader {
             let text = scalar.string.lowercased()
             guard scalar.style == .plain || scalar.style == .any, node.int == nil, !text.contains("x"),
                   text.contains(".") || text.contains("e"), let value = node.float, value.isFinite else { return node }
+            // A Float field arrives widened to Double and cut to 15 digits ("0.100000001490116"): when the
+            // value is a Float to within that cut, write the Float's shortest form ("0.1").
+            let single = Float(value)
+            if single.isFinite, abs(Double(single) - value) <= 1e-14 * abs(value) {
+                return Node(String(describing: single), scalar.tag, scalar.style)
+            }
             return Node(String(describing: value), scalar.tag, scalar.style)
         case .mapping(let mapping):
             return Node(mapping.map { ($0.key, shortestReals($0.value)) }, mapping.tag, mapping.style)

@@ -48,9 +48,9 @@ struct ExperimentConfig: Configuration, Equatable {
 
     struct AutoencoderChoice: Codable, Equatable {
         /// Weights of the discrete autoencoder (Chameleon, Show-o).
-        var codes = "results/autoencoders/vq/autoencoder.h5"
+        var codes = "results/autoencoders/vq/weights.h5"
         /// Weights of the continuous autoencoder (Transfusion).
-        var latents = "results/autoencoders/kl/autoencoder.h5"
+        var latents = "results/autoencoders/kl/weights.h5"
     }
 
     struct TrainConfig: Codable, Equatable {
@@ -109,13 +109,18 @@ struct ExperimentConfig: Configuration, Equatable {
         try require(train.steps > 0, "train.steps", train.steps, "must be at least 1")
         try require(train.batchSize > 0, "train.batch_size", train.batchSize, "must be at least 1")
         try require(train.learningRate > 0, "train.learning_rate", train.learningRate, "must be positive")
-        try require(train.warmupSteps >= 0, "train.warmup_steps", train.warmupSteps, "must be ≥ 0")
+        try require(train.warmupSteps >= 0 && train.warmupSteps < train.steps, "train.warmup_steps", train.warmupSteps,
+                    "must lie in 0..<train.steps (\(train.steps))")
         try require((0...1).contains(train.finalLearningRateRatio), "train.final_learning_rate_ratio", train.finalLearningRateRatio, "must lie in [0, 1]")
         try require(train.weightDecay >= 0, "train.weight_decay", train.weightDecay, "must be ≥ 0")
         try require(train.gradientClip > 0, "train.gradient_clip", train.gradientClip, "must be positive")
         for (key, value) in [("log_every", train.logEvery), ("eval_every", train.evalEvery), ("checkpoint_every", train.checkpointEvery)] {
             try require(value > 0, "train.\(key)", value, "must be at least 1")
         }
+        // A log row averages the steps since the previous one; a resumed run restarts that window at its
+        // checkpoint, so checkpoints must fall on log rows for a resumed run to log the same numbers.
+        try require(train.checkpointEvery % train.logEvery == 0, "train.checkpoint_every", train.checkpointEvery,
+                    "must be a multiple of train.log_every (\(train.logEvery)) so that a resumed run logs the same rows")
         try require(eval.textTokens >= 2, "eval.text_tokens", eval.textTokens, "must be at least 2")
         try require(eval.images >= 2, "eval.images", eval.images, "must be at least 2 (a covariance needs two samples)")
         try require(eval.captions >= 1, "eval.captions", eval.captions, "must be at least 1")
@@ -138,8 +143,8 @@ struct ExperimentConfig: Configuration, Equatable {
         }
         // Shorthands: a scalar `recipe:` in the file, `recipe=NAME` on the command line.
         var preset = "chameleon"
-        if let text, let tree = try ConfigLoader.compose(text, source: file ?? "<string>"), let recipe = tree.mapping?["recipe"] {
-            if let name = recipe.string { preset = name; text = rewriteRecipeShorthand(text, tree: tree, source: file ?? "<string>") }
+        if let original = text, let tree = try ConfigLoader.compose(original, source: file ?? "<string>"), let recipe = tree.mapping?["recipe"] {
+            if let name = recipe.string { preset = name; text = rewriteRecipeShorthand(original, tree: tree, source: file ?? "<string>") }
             else if let name = recipe.mapping?["recipe"]?.string { preset = name }
         }
         var resolvedOverrides: [String] = []

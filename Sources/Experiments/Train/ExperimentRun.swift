@@ -17,7 +17,8 @@ enum ExperimentRun {
 
     /// Trains `config` in `directory`; returns the last evaluation's metrics.
     @discardableResult
-    static func run(_ config: ExperimentConfig, yaml: String, directory: String, overwrite: Bool, resume: Bool) throws -> [(String, Double)] {
+    static func run(_ config: ExperimentConfig, yaml: String, directory: String, overwrite: Bool, resume: Bool,
+                    stopAfterStep: Int? = nil) throws -> [(String, Double)] {
         try config.validate()
         let paths = Paths(directory: directory)
         let fm = FileManager.default
@@ -123,6 +124,10 @@ enum ExperimentRun {
                                             metadata: ["config": yaml, "counted_flops": String(countedFlops), "recipe": model.config.recipe])
                 try checkpoint.write(to: paths.checkpoint, overwrite: true)
                 try log.flush()
+            }
+            if let stopAfterStep, done == stopAfterStep {
+                progress.say("fusion train: stopped after step \(done) as asked (--stop-after-step); continue with --resume")
+                return lastMetrics
             }
         }
         progress.finish()

@@ -62,7 +62,7 @@ final class MultimodalData {
             tokenizer = BPETokenizer.train(texts: [text] + captions, vocabularySize: config.tokenizer.vocabularySize)
             let file = try HDF5File.create(tokenizerPath + ".partial", overwrite: true)
             try tokenizer.write(to: file.root)
-            file.close()
+            try file.close()
             try FileManager.default.moveItem(atPath: tokenizerPath + ".partial", toPath: tokenizerPath)
             log(String(format: "tokenizer: %d ids trained in %.1f s (cached in %@)", tokenizer.vocabularySize, Date().timeIntervalSince(started), tokenizerPath))
         }
@@ -144,7 +144,7 @@ final class MultimodalData {
         }
         let file = try HDF5File.create(cachePath + ".partial", overwrite: true)
         try file.root.createDataset("encoded", tensor: stored)
-        file.close()
+        try file.close()
         try FileManager.default.moveItem(atPath: cachePath + ".partial", toPath: cachePath)
         log(String(format: "autoencoder: %d images encoded in %.1f s (cached in %@)", count, Date().timeIntervalSince(started), cachePath))
         return usesCodes ? ImageSplit(images: images, labels: labels, codes: codes, latents: nil)
