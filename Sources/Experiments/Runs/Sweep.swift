@@ -58,18 +58,19 @@ struct SweepSpec {
         return SweepSpec(name: name, base: base, overrides: overrides, grid: grid, parallel: parallel)
     }
 
-    /// Every combination, as (run name, overrides).
+    /// Every combination, as (run name, overrides); a run is named by the sweep and its values in
+    /// grid order ("scaling-showo-128").
     var points: [(name: String, overrides: [String])] {
-        var points: [(String, [String])] = [("", [])]
+        var points: [(String, [String])] = [(name, [])]
         for (key, values) in grid {
             points = points.flatMap { point in
                 values.map { value in
-                    let tag = "\(key.split(separator: ".").last ?? "")=\(value)"
-                    return (point.0.isEmpty ? tag : point.0 + "," + tag, point.1 + ["\(key)=\(value)"])
+                    let tag = value.replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: " ", with: "_")
+                    return (point.0 + "-" + tag, point.1 + ["\(key)=\(value)"])
                 }
             }
         }
-        return points.map { ("\(name)[\($0.0)]".replacingOccurrences(of: "/", with: "_"), overrides + $0.1) }
+        return points.map { ($0.0, overrides + $0.1) }
     }
 }
 

@@ -80,6 +80,7 @@ enum ExperimentRun {
                      + "\(config.train.steps) steps of \(config.train.batchSize)×\(model.config.model.contextLength) positions")
 
         var window = LossWindow()
+        progress.beginTraining(at: startStep)
         var lastMetrics: [(String, Double)] = []
         for step in startStep..<config.train.steps {
             let started = Date()

@@ -6,7 +6,8 @@ final class Progress {
     let total: Int
     let isTerminal = isatty(STDOUT_FILENO) != 0
     private let started = Date()
-    private var startStep: Int? = nil
+    private var trainingStarted = Date()
+    private var startStep = 0
     private var liveLineShown = false
 
     init(total: Int) { self.total = total }
@@ -18,10 +19,15 @@ final class Progress {
         fflush(stdout)
     }
 
+    /// Marks the start of the training loop (at `step`, > 0 when resumed), for the ETA.
+    func beginTraining(at step: Int) {
+        startStep = step
+        trainingStarted = Date()
+    }
+
     func update(step: Int, values: [(String, Double)], tokensPerSecond: Double) {
-        if startStep == nil { startStep = step - 1 }
-        let elapsed = Date().timeIntervalSince(started)
-        let done = Double(step - (startStep ?? 0))
+        let elapsed = Date().timeIntervalSince(trainingStarted)
+        let done = Double(step - startStep)
         let eta = done > 0 ? elapsed / done * Double(total - step) : 0
         let shown = values.filter { ["loss", "text_loss", "image_loss"].contains($0.0) }
             .map { "\($0.0) \(String(format: "%.4f", $0.1))" }.joined(separator: "  ")
