@@ -76,8 +76,10 @@ final class MultimodalData {
         let key = "\(cache)/\(usesCodes ? "codes" : "latents")-\(autoencoderSHA256.prefix(16))-\(Self.cacheVersion)"
         train = try Self.encode(trainSet, count: trainCount, autoencoder: autoencoder, usesCodes: usesCodes,
                                 cachePath: "\(key)-train-\(trainCount).h5", log: log)
-        test = try Self.encode(testSet, count: testSet.count, autoencoder: autoencoder, usesCodes: usesCodes,
-                               cachePath: "\(key)-test.h5", log: log)
+        // Only the evaluation sets' images of the test split are used: the first N of them.
+        let testCount = min(testSet.count, max(config.eval.images, config.eval.captions))
+        test = try Self.encode(testSet, count: testCount, autoencoder: autoencoder, usesCodes: usesCodes,
+                               cachePath: "\(key)-test-\(testCount).h5", log: log)
     }
 
     static func captionText(_ set: FashionMNIST.Set, index: Int, variant: Int) -> String {

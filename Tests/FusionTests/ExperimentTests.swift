@@ -1,0 +1,148 @@
+// The experiment harness: strict experiment configs on top of recipe presets, a training run that is
+// killed and resumed ending with exactly the numbers of an uninterrupted one, sweeps and reports.
+// The run tests train a tiny model on the real data (scripts/setup installs it) for a few steps.
+import XCTest
+import Foundation
+import Fusion
+@testable import Experiments
+
+final class ExperimentConfigTests: XCTestCase {
+    func testPresetSuppliesTheDefaultsOfEverySwitch() throws {
+        let showo = try ExperimentConfig.load(file: nil, overrides: ["recipe=showo"])
+        XCTAssertEqual(showo.recipe, RecipeConfig.showo)
+        let changed = try ExperimentConfig.load(file: nil, overrides: ["recipe.recipe=transfusion", "recipe.qk_norm=true"].map {
+            $0.replacingOccurrences(of: "recipe.qk_norm", with: "recipe.model.qk_norm")
+        })
+        var expected = RecipeConfig.transfusion
+        expected.model.qkNorm = true
+        XCTAssertEqual(changed.recipe, expected, "one switch changed, every other one the preset's")
+    }
+
+    func testRecipeShorthandInAFile() throws {
+        let path = NSTemporaryDirectory() + "fusion-config-\(UUID().uuidString).yaml"
+        try "name: x\nrecipe: transfusion\ntrain:\n  steps: 50\n  warmup_steps: 5\n".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let config = try ExperimentConfig.load(file: path, overrides: [])
+        XCTAssertEqual(config.recipe.imageObjective, .diffusion)
+        XCTAssertEqual(config.train.steps, 50)
+    }
+
+    func testErrorsNameTheKeyAndWhatIsValid() {
+        func message(_ overrides: [String]) -> String {
+            do { _ = try ExperimentConfig.load(file: nil, overrides: overrides); return "no error" } catch { return "\(error)" }
+        }
+        let unknown = message(["train.stepz=3"])
+        XCTAssert(unknown.contains("train.stepz") && unknown.contains("steps"), unknown)
+        let choice = message(["recipe.image_attention=sideways"])
+        XCTAssert(choice.contains("recipe.image_attention") && choice.contains("causal, bidirectional"), choice)
+        let preset = message(["recipe=dalle"])
+        XCTAssert(preset.contains("chameleon, showo, transfusion"), preset)
+        let warmup = message(["train.steps=10", "train.warmup_steps=10"])
+        XCTAssert(warmup.contains("train.warmup_steps"), warmup)
+        let spacing = message(["train.log_every=3", "train.checkpoint_every=10"])
+        XCTAssert(spacing.contains("train.checkpoint_every"), spacing)
+        let shape = message(["recipe.model.heads=3"])
+        XCTAssert(shape.contains("heads"), shape)
+    }
+
+    func testResolvedConfigRoundTrips() throws {
+        let config = try ExperimentConfig.load(file: "configs/small.yaml", overrides: ["recipe=showo", "train.learning_rate=0.0003"])
+        let yaml = try ConfigLoader.yaml(config)
+        XCTAssert(yaml.contains("learning_rate: 0.0003"), yaml)
+        let again = try ConfigLoader.load(ExperimentConfig.self, yaml: yaml, defaults: config)
+        XCTAssertEqual(again, config)
+    }
+
+    func testSweepPointsAreTheGrid() throws {
+        let path = NSTemporaryDirectory() + "fusion-sweep-\(UUID().uuidString).yaml"
+        try "name: s\nbase: configs/tiny.yaml\noverrides: [train.steps=30]\ngrid:\n  recipe.recipe: [chameleon, showo]\n  recipe.model.width: [32, 64]\n"
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let spec = try SweepSpec.load(path)
+        XCTAssertEqual(spec.points.map(\.name), ["s-chameleon-32", "s-chameleon-64", "s-showo-32", "s-showo-64"])
+        XCTAssertEqual(spec.points[3].overrides, ["train.steps=30", "recipe.recipe=showo", "recipe.model.width=64"])
+        try "name: s\nbase: configs/tiny.yaml\ngird: {}\n".write(toFile: path, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try SweepSpec.load(path)) { XCTAssert("\($0)".contains("gird") && "\($0)".contains("grid"), "\($0)") }
+    }
+}
+
+final class ExperimentRunTests: XCTestCase {
+    func temporaryDirectory() throws -> String {
+        let path = NSTemporaryDirectory() + "fusion-run-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        return path
+    }
+
+    /// A tiny run: D 32, 2 layers, context 96, 12 steps of 2 sequences, checkpoints every 4 steps.
+    func tinyConfig(recipe: String, cache: String) throws -> (ExperimentConfig, String) {
+        let config = try ExperimentConfig.load(file: "configs/tiny.yaml", overrides: [
+            "recipe=\(recipe)", "recipe.model.width=32", "recipe.model.layers=2", "recipe.model.heads=2",
+            "recipe.model.context_length=96", "data.train_images=300", "data.cache_directory=\(cache)",
+            "train.steps=12", "train.batch_size=2", "train.warmup_steps=2", "train.log_every=2", "train.checkpoint_every=4",
+            "train.eval_every=6", "eval.images=8", "eval.captions=4", "eval.text_tokens=512", "eval.sampling_steps=4"])
+        return (config, try ConfigLoader.yaml(config))
+    }
+
+    /// Every logged series except wall-clock rates, read back at full precision.
+    func series(_ path: String, run: String) throws -> [String: [Double]] {
+        let file = try HDF5File.open(path)
+        var result: [String: [Double]] = [:]
+        for section in ["train", "eval"] {
+            let group = try file.root.group("runs/\(run)/\(section)")
+            for name in try group.childNames where name != "tokens_per_second" {
+                let dataset = try group.dataset(name)
+                result["\(section)/\(name)"] = name == "step" ? try dataset.read(as: Int64.self).map(Double.init) : try dataset.read(as: Double.self)
+            }
+        }
+        return result
+    }
+
+    func testKilledAndResumedRunEqualsAnUninterruptedOne() throws {
+        for recipe in ["showo", "transfusion"] {
+            let root = try temporaryDirectory()
+            let (config, yaml) = try tinyConfig(recipe: recipe, cache: root + "/cache")
+            try ExperimentRun.run(config, yaml: yaml, directory: root + "/whole", overwrite: false, resume: false)
+            // Killed after step 7: its last checkpoint is step 4, and it had logged rows 6 and evaluated at 6.
+            try ExperimentRun.run(config, yaml: yaml, directory: root + "/resumed", overwrite: false, resume: false, stopAfterStep: 7)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: root + "/resumed/finished"))
+            try ExperimentRun.run(config, yaml: yaml, directory: root + "/resumed", overwrite: false, resume: true)
+            let whole = try series(root + "/whole/log.h5", run: config.name), resumed = try series(root + "/resumed/log.h5", run: config.name)
+            XCTAssertEqual(Set(whole.keys), Set(resumed.keys))
+            XCTAssertEqual(whole["train/step"], [2, 4, 6, 8, 10, 12])
+            XCTAssertEqual(whole["eval/step"], [6, 12])
+            for (name, values) in whole {
+                XCTAssertEqual(values, resumed[name], "\(recipe): \(name) differs after resuming")
+            }
+            XCTAssertTrue(FileManager.default.fileExists(atPath: root + "/resumed/finished"))
+            // Resuming with another config is refused.
+            var other = config
+            other.train.learningRate *= 2
+            XCTAssertThrowsError(try ExperimentRun.run(other, yaml: try ConfigLoader.yaml(other), directory: root + "/resumed",
+                                                       overwrite: false, resume: true)) { XCTAssert("\($0)".contains("config differs"), "\($0)") }
+            // An existing run is not replaced unasked.
+            XCTAssertThrowsError(try ExperimentRun.run(config, yaml: yaml, directory: root + "/whole", overwrite: false, resume: false)) {
+                XCTAssert("\($0)".contains("--resume") && "\($0)".contains("--overwrite"), "\($0)")
+            }
+        }
+    }
+
+    func testReportHasARowPerRunWithItsFinalMetrics() throws {
+        let root = try temporaryDirectory()
+        let (config, yaml) = try tinyConfig(recipe: "chameleon", cache: root + "/cache")
+        try ExperimentRun.run(config, yaml: yaml, directory: root + "/run", overwrite: false, resume: false)
+        let markdown = try Report.write(results: root + "/run/log.h5", to: root + "/report")
+        let row = markdown.split(separator: "\n").first { $0.hasPrefix("| tiny |") }
+        XCTAssertNotNil(row, markdown)
+        let fd = try series(root + "/run/log.h5", run: "tiny")["eval/fd_fmnist"]!.last!
+        XCTAssert(row?.contains(String(format: "%.4g", fd)) ?? false, "report row \(row ?? "") lacks fd_fmnist \(fd)")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: root + "/report/tiny-step12.png"))
+        // The log records where its numbers came from.
+        let file = try HDF5File.open(root + "/run/log.h5")
+        let run = try file.root.group("runs/tiny")
+        XCTAssertEqual(try run.stringAttribute("config"), yaml)
+        XCTAssertEqual(try run.int64Attribute("seed"), 0)
+        XCTAssertFalse(try file.root.stringAttribute("git_commit").isEmpty)
+        XCTAssertTrue(try run.attributeNames.contains { $0.contains("sha256") })
+    }
+}
