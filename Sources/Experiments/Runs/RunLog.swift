@@ -54,7 +54,8 @@ final class RunLog {
         }
         if try run.exists("samples") {
             let samples = try run.group("samples")
-            for name in try samples.childNames where (Int(name.drop { !$0.isNumber }) ?? 0) > step {
+            // samples/stepN and samples/stepN_labels: N is the digits after "step".
+            for name in try samples.childNames where (Int(name.dropFirst("step".count).prefix { $0.isNumber }) ?? 0) > step {
                 try samples.remove(name)
             }
         }
