@@ -5,27 +5,9 @@ import Foundation
 import Fusion
 
 final class CommandLineTests: XCTestCase {
-    /// Runs `fusion` with arguments; returns exit status and stderr + stdout.
     private func fusion(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        // The products folder: beside the xctest executable on Linux, beside the bundle elsewhere.
-        let candidates = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),
-                          Bundle(for: CommandLineTests.self).bundleURL,
-                          Bundle(for: CommandLineTests.self).bundleURL.deletingLastPathComponent()]
-            .map { $0.appendingPathComponent("fusion") }
-        guard let executable = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
-            XCTFail("fusion is not built beside the tests (looked at \(candidates.map(\.path))); build every product first (scripts/test does)")
-            return (-1, "")
-        }
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        let result = try FusionBinary.run(arguments)
+        return (result.status, result.output)
     }
 
     private func temporaryDirectory() throws -> String {

@@ -214,22 +214,8 @@ final class ConfigLoaderTests: XCTestCase {
     // MARK: The command
 
     private func fusion(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let candidates = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),
-                          Bundle(for: ConfigLoaderTests.self).bundleURL.deletingLastPathComponent()]
-            .map { $0.appendingPathComponent("fusion") }
-        guard let executable = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
-            throw XCTSkip("fusion is not built beside the tests (looked at \(candidates.map(\.path)))")
-        }
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        let result = try FusionBinary.run(arguments)
+        return (result.status, result.output)
     }
 
     func testReferenceTrainResolvesFileOverridesAndOptions() throws {

@@ -80,7 +80,7 @@ final class ExperimentRunTests: XCTestCase {
             "recipe=\(recipe)", "recipe.model.width=32", "recipe.model.layers=2", "recipe.model.heads=2",
             "recipe.model.context_length=96", "data.train_images=300", "data.cache_directory=\(cache)",
             "train.steps=12", "train.batch_size=2", "train.warmup_steps=2", "train.log_every=2", "train.checkpoint_every=4",
-            "train.eval_every=6", "eval.images=8", "eval.captions=4", "eval.text_tokens=512", "eval.sampling_steps=4"])
+            "train.eval_every=6", "eval.images=8", "eval.captions=4", "eval.text_tokens=512", "eval.maskgit_steps=4", "eval.denoising_steps=4"])
         return (config, try ConfigLoader.yaml(config))
     }
 
@@ -144,5 +144,30 @@ final class ExperimentRunTests: XCTestCase {
         XCTAssertEqual(try run.int64Attribute("seed"), 0)
         XCTAssertFalse(try file.root.stringAttribute("git_commit").isEmpty)
         XCTAssertTrue(try run.attributeNames.contains { $0.contains("sha256") })
+
+        // The layout, read by an independent reader (h5dump from hdf5-tools).
+        let dump = Process()
+        dump.executableURL = URL(fileURLWithPath: "/usr/bin/h5dump")
+        dump.arguments = ["-H", root + "/run/log.h5"]
+        let pipe = Pipe()
+        dump.standardOutput = pipe
+        try dump.run()
+        let header = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        dump.waitUntilExit()
+        for path in ["GROUP \"runs\"", "GROUP \"tiny\"", "GROUP \"train\"", "GROUP \"eval\"", "GROUP \"samples\"",
+                     "DATASET \"loss\"", "DATASET \"fd_fmnist\"", "DATASET \"step12\"", "ATTRIBUTE \"config\"", "ATTRIBUTE \"git_commit\""] {
+            XCTAssert(header.contains(path), "h5dump -H shows no \(path)")
+        }
+        let (_, _, counted, estimate) = try ExperimentRun.flopsPerPosition(config)
+        XCTAssertGreaterThan(counted, 0.5 * estimate, "counted FLOPs per position \(counted) vs 6·N \(estimate)")
+
+        // The trained run opens again from its checkpoint (tokenizer included) and samples a prompt.
+        let trained = try TrainedRun(directory: root + "/run", log: { _ in })
+        XCTAssertEqual(trained.step, 12)
+        XCTAssertEqual(trained.data.tokenizer.encode("a dark sneaker"), try TrainedRun(directory: root + "/run", log: { _ in }).data.tokenizer.encode("a dark sneaker"))
+        var generator = RandomGenerator(seed: 1)
+        let images = try trained.sample(prompt: "a dark sneaker", count: 2, guidanceScale: 2, generator: &generator)
+        XCTAssertEqual(images.shape, [2, 1, 32, 32])
+        XCTAssertTrue(images.array.allSatisfy { (0...1).contains($0) })
     }
 }

@@ -15,12 +15,19 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "Continue a killed run from its checkpoint; ends with the numbers of an uninterrupted run.") var resume = false
     @Flag(help: "Replace the files of an existing run in --out.") var overwrite = false
     @Flag(help: "Print the resolved config and stop.") var printConfig = false
+    @Flag(help: "Print the model's parameters and FLOPs per position (counted on one step, and 6·N) and stop.") var flops = false
     @Option(help: .hidden) var stopAfterStep: Int?  // tests: end the process after this step's checkpoint, as a kill would
 
     func run() throws {
         let resolved = try ExperimentConfig.load(file: config, overrides: overrides)
         let yaml = try ConfigLoader.yaml(resolved)
         if printConfig { print(yaml); return }
+        if flops {
+            let f = try ExperimentRun.flopsPerPosition(resolved)
+            print("\(resolved.recipe.recipe): \(f.parameters) parameters (\(f.nonEmbedding) non-embedding); training FLOPs per position: "
+                  + String(format: "%.4g counted (forward + backward), %.4g by 6·N", f.counted, f.estimate))
+            return
+        }
         guard !(resume && overwrite) else { throw ValidationError("--resume and --overwrite exclude each other") }
         try ExperimentRun.run(resolved, yaml: yaml, directory: out ?? "runs/\(resolved.name)", overwrite: overwrite, resume: resume,
                               stopAfterStep: stopAfterStep)

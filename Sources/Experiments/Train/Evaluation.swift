@@ -64,11 +64,11 @@ struct Evaluation {
                 options.temperature = config.eval.temperature
                 options.topK = config.eval.topK > 0 ? config.eval.topK : nil
                 let codes = try model.sampleImageCodes(captions: captions, guidanceScale: config.eval.guidanceScale, options: options,
-                                                       steps: config.eval.samplingSteps, generator: &generator)
+                                                       steps: config.eval.maskgitSteps, generator: &generator)
                 chunks.append(withoutGradients { data.autoencoder.decodeCodes(codes) })
             } else {
                 let latents = try model.sampleImageLatents(captions: captions, guidanceScale: config.eval.guidanceScale,
-                                                           sampler: config.eval.diffusionSampler, steps: config.eval.samplingSteps,
+                                                           sampler: config.eval.diffusionSampler, steps: config.eval.denoisingSteps,
                                                            generator: &generator)
                 chunks.append(withoutGradients { data.autoencoder.decodeLatents(latents) })
             }

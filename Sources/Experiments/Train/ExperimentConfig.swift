@@ -78,7 +78,7 @@ struct ExperimentConfig: Configuration, Equatable {
     struct EvalConfig: Codable, Equatable {
         enum CodingKeys: String, CodingKey {
             case textTokens = "text_tokens", images, captions, guidanceScale = "guidance_scale"
-            case samplingSteps = "sampling_steps", diffusionSampler = "diffusion_sampler", temperature
+            case maskgitSteps = "maskgit_steps", denoisingSteps = "denoising_steps", diffusionSampler = "diffusion_sampler", temperature
             case topK = "top_k", captionTokens = "caption_tokens"
         }
         /// Held-out text tokens scored for text_ppl.
@@ -89,8 +89,10 @@ struct ExperimentConfig: Configuration, Equatable {
         var captions = 100
         /// Classifier-free guidance scale s.
         var guidanceScale: Float = 2
-        /// MaskGIT steps (Show-o) or diffusion steps (Transfusion).
-        var samplingSteps = 12
+        /// Parallel decoding steps of Show-o's MaskGIT sampler (Show-o §3.3 uses 12–18 at 256²).
+        var maskgitSteps = 12
+        /// Denoising steps of Transfusion's sampler (DDIM 50 by default, up to recipe.diffusion_steps).
+        var denoisingSteps = 50
         var diffusionSampler = DiffusionSamplerKind.ddim
         var temperature: Float = 1
         var topK = 0
@@ -125,7 +127,9 @@ struct ExperimentConfig: Configuration, Equatable {
         try require(eval.images >= 2, "eval.images", eval.images, "must be at least 2 (a covariance needs two samples)")
         try require(eval.captions >= 1, "eval.captions", eval.captions, "must be at least 1")
         try require(eval.guidanceScale >= 0, "eval.guidance_scale", eval.guidanceScale, "must be ≥ 0")
-        try require(eval.samplingSteps >= 1, "eval.sampling_steps", eval.samplingSteps, "must be at least 1")
+        try require(eval.maskgitSteps >= 1, "eval.maskgit_steps", eval.maskgitSteps, "must be at least 1")
+        try require((1...recipe.diffusionSteps).contains(eval.denoisingSteps), "eval.denoising_steps", eval.denoisingSteps,
+                    "must lie in 1...recipe.diffusion_steps (\(recipe.diffusionSteps))")
         try require(eval.temperature >= 0, "eval.temperature", eval.temperature, "must be ≥ 0 (0 is greedy)")
         try require(eval.topK >= 0, "eval.top_k", eval.topK, "must be ≥ 0 (0 means no top-k)")
         try require(eval.captionTokens >= 1, "eval.caption_tokens", eval.captionTokens, "must be at least 1")

@@ -124,6 +124,10 @@ enum ExperimentRun {
                 let checkpoint = Checkpoint(step: done, tensors: model.parametersByName(), optimizerState: optimizer.state,
                                             metadata: ["config": yaml, "counted_flops": String(countedFlops), "recipe": model.config.recipe])
                 try checkpoint.write(to: paths.checkpoint, overwrite: true)
+                // The tokenizer is saved with the model, so the run can be sampled without the cache.
+                let file = try HDF5File.open(paths.checkpoint, writable: true)
+                try data.tokenizer.write(to: try file.root.createGroup("tokenizer"))
+                try file.close()
                 try log.flush()
             }
             if let stopAfterStep, done == stopAfterStep {
@@ -136,6 +140,30 @@ enum ExperimentRun {
         let summary = lastMetrics.map { "\($0.0): \($0.1)" }.joined(separator: "\n")
         try summary.write(toFile: "\(directory)/finished", atomically: true, encoding: .utf8)
         return lastMetrics
+    }
+}
+
+extension ExperimentRun {
+    /// FLOPs of one training step of `config`'s model per sequence position, counted by the operations
+    /// themselves on the run's first batch (forward and backward, no optimiser), beside the 6·N
+    /// estimate of the papers (N non-embedding parameters). Nothing is trained.
+    static func flopsPerPosition(_ config: ExperimentConfig) throws -> (parameters: Int, nonEmbedding: Int, counted: Double, estimate: Double) {
+        let data = try MultimodalData(config: config, log: { print($0) })
+        var recipe = config.recipe
+        recipe.imageGrid = data.autoencoder.gridSide
+        if recipe.imageObjective.usesCodes { recipe.imageCodes = data.autoencoder.codebookSize } else { recipe.latentChannels = data.autoencoder.latentChannels }
+        var generator = RandomGenerator(seed: config.seed).split(key: "init")
+        let model = try FusionModel(config: recipe, vocabulary: data.vocabulary, generator: &generator)
+        let stream = DocumentStream(data: data, model: model, config: config)
+        let batch = try model.layout.pack(stream.documents(step: 0), length: recipe.model.contextLength, rows: config.train.batchSize)
+        var objective = RandomGenerator(seed: config.seed).split(key: "objective").stream(0)
+        let flops = FlopCounter.measure {
+            model.zeroGrad()
+            model.loss(batch, generator: &objective).total.backward()
+        }
+        let positions = Double(batch.rows * batch.length)
+        let nonEmbedding = recipe.model.nonEmbeddingParameterCount
+        return (model.parameterCount, nonEmbedding, Double(flops) / positions, 6 * Double(nonEmbedding))
     }
 }
 

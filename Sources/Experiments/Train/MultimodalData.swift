@@ -28,7 +28,9 @@ final class MultimodalData {
     /// Bumped when anything that goes into a cached file changes meaning.
     static let cacheVersion = 1
 
-    init(config: ExperimentConfig, log: (String) -> Void) throws {
+    /// `tokenizer`: the one saved with a trained model (its checkpoint), instead of the cached or
+    /// freshly trained one.
+    init(config: ExperimentConfig, tokenizer saved: BPETokenizer? = nil, log: (String) -> Void) throws {
         let usesCodes = config.recipe.imageObjective.usesCodes
         let autoencoderPath = usesCodes ? config.autoencoder.codes : config.autoencoder.latents
         autoencoder = try ConvAutoencoder.load(from: autoencoderPath, expecting: usesCodes ? nil : .kl)
@@ -46,7 +48,9 @@ final class MultimodalData {
         let cache = config.data.cacheDirectory
         try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)
         let tokenizerPath = "\(cache)/tokenizer-v\(config.tokenizer.vocabularySize)-c\(config.tokenizer.trainingCharacters)-\(Self.cacheVersion).h5"
-        if FileManager.default.fileExists(atPath: tokenizerPath) {
+        if let saved {
+            tokenizer = saved
+        } else if FileManager.default.fileExists(atPath: tokenizerPath) {
             let file = try HDF5File.open(tokenizerPath)
             tokenizer = try BPETokenizer.read(from: file.root)
         } else {

@@ -25,7 +25,13 @@ struct TrainedRun {
         defaults.recipe = try RecipeConfig.preset(named: preset)
         config = try ConfigLoader.load(ExperimentConfig.self, yaml: yaml, source: "\(path) (config)", defaults: defaults)
         self.yaml = yaml
-        data = try MultimodalData(config: config, log: log)
+        let file = try HDF5File.open(path)
+        guard try file.root.exists("tokenizer") else {
+            throw RunFailure(description: "\(path) holds no tokenizer: it was written by an older fusion train; train the run again")
+        }
+        let tokenizer = try BPETokenizer.read(from: file.root.group("tokenizer"))
+        try file.close()
+        data = try MultimodalData(config: config, tokenizer: tokenizer, log: log)
         var recipe = config.recipe
         recipe.imageGrid = data.autoencoder.gridSide
         if recipe.imageObjective.usesCodes { recipe.imageCodes = data.autoencoder.codebookSize } else { recipe.latentChannels = data.autoencoder.latentChannels }
@@ -45,11 +51,11 @@ struct TrainedRun {
             options.temperature = config.eval.temperature
             options.topK = config.eval.topK > 0 ? config.eval.topK : nil
             let codes = try model.sampleImageCodes(captions: captions, guidanceScale: guidanceScale, options: options,
-                                                   steps: config.eval.samplingSteps, generator: &generator)
+                                                   steps: config.eval.maskgitSteps, generator: &generator)
             images = withoutGradients { data.autoencoder.decodeCodes(codes) }
         } else {
             let latents = try model.sampleImageLatents(captions: captions, guidanceScale: guidanceScale, sampler: config.eval.diffusionSampler,
-                                                       steps: config.eval.samplingSteps, generator: &generator)
+                                                       steps: config.eval.denoisingSteps, generator: &generator)
             images = withoutGradients { data.autoencoder.decodeLatents(latents) }
         }
         for i in 0..<images.count { images.data[i] = min(max(images.data[i], 0), 1) }

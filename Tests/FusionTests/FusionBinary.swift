@@ -1,0 +1,36 @@
+// The built `fusion` executable, run as a user runs it: for the tests of the command line.
+import XCTest
+import Foundation
+
+/// What a run of `fusion` printed and how it ended.
+struct CommandResult {
+    let status: Int32
+    /// stdout and stderr together.
+    let output: String
+}
+
+enum FusionBinary {
+    /// The products folder: beside the xctest executable on Linux, beside the bundle elsewhere.
+    static func executable() throws -> URL {
+        let bundle = Bundle(for: CommandLineTests.self).bundleURL
+        let candidates = [URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(), bundle,
+                          bundle.deletingLastPathComponent()].map { $0.appendingPathComponent("fusion") }
+        guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
+            throw XCTSkip("fusion is not built beside the tests (looked at \(candidates.map(\.path))); build every product first (scripts/test does)")
+        }
+        return found
+    }
+
+    static func run(_ arguments: [String]) throws -> CommandResult {
+        let process = Process()
+        process.executableURL = try executable()
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()  // before waiting: a full pipe would stall it
+        process.waitUntilExit()
+        return CommandResult(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+    }
+}
