@@ -1,4 +1,4 @@
-// fusion: the command researchers run. Subcommands arrive with the issues that build them.
+// fusion: the command researchers run (README.md, "Running experiments").
 import ArgumentParser
 import Foundation
 import Fusion
@@ -8,7 +8,7 @@ struct FusionCommand: ParsableCommand {
         commandName: "fusion",
         abstract: "Fusion: a testbed for unified multimodal models (Chameleon, Show-o, Transfusion) on one core.",
         subcommands: [TrainCommand.self, EvalCommand.self, SampleCommand.self, SweepCommand.self, ReportCommand.self,
-                      DataCommand.self, Autoencoder.self, Reference.self, Demo.self])
+                      DataCommand.self, Autoencoder.self, Reference.self])
 }
 
 struct Reference: ParsableCommand {
@@ -58,18 +58,6 @@ struct Reference: ParsableCommand {
         func run() throws {
             try ReferenceEvaluation.run(weights: weights, dataDirectory: data, count: count)
         }
-    }
-}
-
-/// The main job of the README's first command, until the quickstart experiment replaces it.
-struct Demo: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "The end-to-end job scripts/run runs: trains the reference classifier into runs/reference, then evaluates the committed one (fusion reference eval).")
-    @Flag(help: "Replace the files of an earlier demo run.") var overwrite = false
-
-    func run() throws {
-        try ReferenceTraining.run(ReferenceTrainingConfig(), directory: "runs/reference", overwrite: overwrite)
-        try ReferenceEvaluation.run()
     }
 }
 
