@@ -124,7 +124,7 @@ struct ExperimentConfig: Configuration, Equatable {
         try require(train.checkpointEvery % train.logEvery == 0, "train.checkpoint_every", train.checkpointEvery,
                     "must be a multiple of train.log_every (\(train.logEvery)) so that a resumed run logs the same rows")
         try require(eval.textTokens >= 2, "eval.text_tokens", eval.textTokens, "must be at least 2")
-        try require(eval.images >= 2, "eval.images", eval.images, "must be at least 2 (a covariance needs two samples)")
+        try require(eval.images >= 4, "eval.images", eval.images, "must be at least 4 (KID draws subsets of half of them, of at least 2)")
         try require(eval.captions >= 1, "eval.captions", eval.captions, "must be at least 1")
         try require(eval.guidanceScale >= 0, "eval.guidance_scale", eval.guidanceScale, "must be ≥ 0")
         try require(eval.maskgitSteps >= 1, "eval.maskgit_steps", eval.maskgitSteps, "must be at least 1")
