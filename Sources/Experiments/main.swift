@@ -7,7 +7,7 @@ struct FusionCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fusion",
         abstract: "Fusion: a testbed for unified multimodal models (Chameleon, Show-o, Transfusion) on one core.",
-        subcommands: [TrainCommand.self, EvalCommand.self, SampleCommand.self, SweepCommand.self, ReportCommand.self,
+        subcommands: [TrainCommand.self, EvalCommand.self, SampleCommand.self, SweepCommand.self, ReportCommand.self, AnalyzeCommand.self,
                       DataCommand.self, Autoencoder.self, Reference.self])
 }
 

@@ -1,5 +1,5 @@
-// The experiment commands: train, eval, sample, sweep, report, data. Each is a thin shell around the
-// code that does the work (ExperimentRun, Evaluation, TrainedRun, Sweep, Report), so that tests and
+// The experiment commands: train, eval, sample, sweep, report, analyze, data. Each is a thin shell around the
+// code that does the work (ExperimentRun, Evaluation, TrainedRun, Sweep, Report, ScalingAnalysis), so that tests and
 // scripts can call the same code.
 import ArgumentParser
 import Foundation
@@ -83,11 +83,14 @@ struct SampleCommand: ParsableCommand {
 struct SweepCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "sweep",
         abstract: "Run a grid of configs as separate processes and merge them into one results file (re-running skips finished runs).")
-    @Argument(help: "The sweep file (YAML: name, base, overrides, grid, parallel).") var sweep: String
+    @Argument(help: "The sweep file (YAML: name, base, overrides, points, grid, parallel).") var sweep: String
     @Option(help: "Directory of the sweep (default runs/sweeps/NAME).") var out: String?
+    @Flag(help: "Resolve every run's config, print each run's recipe, seed, non-embedding parameters and training tokens, and stop.")
+    var dryRun = false
 
     func run() throws {
         let spec = try SweepSpec.load(sweep)
+        if dryRun { print(Sweep.describe(try Sweep.plan(spec))); return }
         let executable = Bundle.main.executablePath ?? CommandLine.arguments[0]
         try Sweep.run(spec, directory: out ?? "runs/sweeps/\(spec.name)", executable: executable)
     }
@@ -104,6 +107,26 @@ struct ReportCommand: ParsableCommand {
         let markdown = try Report.write(results: results, to: directory)
         print(markdown)
         print("\nwritten to \(directory)/report.md")
+    }
+}
+
+struct AnalyzeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "analyze",
+        abstract: "Fit scaling laws (log metric against log FLOPs, per recipe) to a results file and the FLOP parity ratios between recipes.",
+        discussion: """
+            For fd_fmnist and text_ppl the fit is log10(metric) = intercept + slope · log10(FLOPs counted), over the final \
+            evaluation of each run; for t2i_accuracy and caption_accuracy it is the same fit of the error 1 − accuracy. \
+            Where several seeds were run, per-seed fits give the mean ± std of the coefficients. Writes analysis.md and \
+            analysis.h5 (never into the results file). Example: fusion analyze runs/sweeps/scaling/results.h5
+            """)
+    @Argument(help: "A results file: a sweep's results.h5 (or a run's log.h5).") var results: String
+    @Option(help: "Directory for analysis.md and analysis.h5 (default: beside the results, analysis/).") var out: String?
+
+    func run() throws {
+        let directory = out ?? ((results as NSString).deletingLastPathComponent + "/analysis")
+        let (_, markdown) = try ScalingAnalysis.run(results: results, to: directory)
+        print(markdown)
+        print("written to \(directory)/analysis.md and \(directory)/analysis.h5")
     }
 }
 

@@ -4,24 +4,38 @@
 // the runs that finished and resumes the ones that were killed.
 //
 //   name: scaling
-//   base: configs/quickstart.yaml        # an experiment config
+//   base: configs/small.yaml             # an experiment config
 //   overrides: [train.steps=400]         # applied to every run (optional)
-//   grid:                                # every combination of these values
+//   points:                              # named override sets that vary together (optional),
+//     - {name: xs, overrides: [recipe.model.width=64, recipe.model.layers=2, train.steps=150]}
+//     - {name: s, overrides: [recipe.model.width=128, recipe.model.layers=4, train.steps=400]}
+//   grid:                                # crossed with every combination of these values
 //     recipe.recipe: [chameleon, showo, transfusion]
-//     recipe.model.width: [64, 128]
+//     seed: [0, 1]
 //   parallel: 1                          # runs at a time
+//
+// A sweep needs points, a grid, or both. A run applies the sweep's overrides, then its point's, then
+// its grid values (a later one wins), and is named sweep-point-values ("scaling-xs-showo-1").
 import Foundation
 import Fusion
 import Yams
 
 struct SweepSpec {
+    /// A named set of overrides that vary together, e.g. a model size and its token budget.
+    struct Point: Equatable {
+        let name: String
+        let overrides: [String]
+        static let keys = ["name", "overrides"]
+    }
+
     let name: String
     let base: String
     let overrides: [String]
+    let namedPoints: [Point]
     let grid: [(key: String, values: [String])]
     let parallel: Int
 
-    static let keys = ["name", "base", "overrides", "grid", "parallel"]
+    static let keys = ["name", "base", "overrides", "points", "grid", "parallel"]
 
     static func load(_ path: String) throws -> SweepSpec {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
@@ -42,26 +56,74 @@ struct SweepSpec {
             throw ConfigurationError("\(path): 'name' is required (a name without '/')")
         }
         guard let base = mapping["base"]?.string else { throw ConfigurationError("\(path): 'base' (the experiment config every run starts from) is required") }
-        let overrides = mapping["overrides"]?.sequence?.compactMap(\.string) ?? []
-        guard let gridNode = mapping["grid"]?.mapping, !gridNode.isEmpty else {
-            throw ConfigurationError("\(path): 'grid' must map config keys to lists of values, e.g. recipe.recipe: [chameleon, showo]")
-        }
+        let overrides = try overrideList(mapping["overrides"], key: "overrides", path: path)
+        let namedPoints = try loadPoints(mapping["points"], path: path)
         var grid: [(String, [String])] = []
-        for (keyNode, valuesNode) in gridNode {
-            guard let key = keyNode.string, let values = valuesNode.sequence?.compactMap(\.string), !values.isEmpty else {
-                throw ConfigurationError("\(path): grid.\(keyNode.string ?? "?") must be a non-empty list of values")
+        if let gridValue = mapping["grid"] {
+            guard let gridNode = gridValue.mapping, !gridNode.isEmpty else {
+                throw ConfigurationError("\(path): 'grid' must map config keys to lists of values, e.g. recipe.recipe: [chameleon, showo]")
             }
-            grid.append((key, values))
+            for (keyNode, valuesNode) in gridNode {
+                guard let key = keyNode.string, let values = valuesNode.sequence?.compactMap(\.string), !values.isEmpty else {
+                    throw ConfigurationError("\(path): grid.\(keyNode.string ?? "?") must be a non-empty list of values")
+                }
+                grid.append((key, values))
+            }
+        }
+        guard !grid.isEmpty || !namedPoints.isEmpty else {
+            throw ConfigurationError("\(path): a sweep needs 'grid' (config keys to lists of values, e.g. recipe.recipe: [chameleon, showo]), "
+                                     + "'points' (named override sets), or both")
         }
         let parallel = mapping["parallel"].flatMap { $0.int } ?? 1
         guard parallel >= 1 else { throw ConfigurationError("\(path): parallel must be at least 1") }
-        return SweepSpec(name: name, base: base, overrides: overrides, grid: grid, parallel: parallel)
+        return SweepSpec(name: name, base: base, overrides: overrides, namedPoints: namedPoints, grid: grid, parallel: parallel)
     }
 
-    /// Every combination, as (run name, overrides); a run is named by the sweep and its values in
-    /// grid order ("scaling-showo-128").
+    /// A list of `key=value` strings (the sweep's overrides, or a point's).
+    private static func overrideList(_ node: Node?, key: String, path: String) throws -> [String] {
+        guard let node else { return [] }
+        guard let items = node.sequence else {
+            throw ConfigurationError("\(path): '\(key)' must be a list of key=value overrides, e.g. [train.steps=400]")
+        }
+        return try items.map { item in
+            guard let text = item.string, let equals = text.firstIndex(of: "="), equals != text.startIndex else {
+                throw ConfigurationError("\(path): \(key) entry '\(item.string ?? "\(item)")' is not a key=value override (e.g. train.steps=400)")
+            }
+            return text
+        }
+    }
+
+    /// `points`: a list of mappings with exactly the keys `name` (required, unique, without '/' or
+    /// spaces, since it becomes part of run names and directories) and `overrides`.
+    private static func loadPoints(_ node: Node?, path: String) throws -> [Point] {
+        guard let node else { return [] }
+        guard let items = node.sequence, !items.isEmpty else {
+            throw ConfigurationError("\(path): 'points' must be a non-empty list of {name: NAME, overrides: [key=value, ...]}")
+        }
+        var points: [Point] = []
+        for (index, item) in items.enumerated() {
+            guard let mapping = item.mapping else {
+                throw ConfigurationError("\(path): points[\(index)] must be a mapping {name: NAME, overrides: [key=value, ...]}")
+            }
+            for key in mapping.keys.compactMap(\.string) where !Point.keys.contains(key) {
+                throw ConfigurationError("\(path): points[\(index)]: unknown key '\(key)'; the valid keys are \(Point.keys.joined(separator: ", "))")
+            }
+            guard let name = mapping["name"]?.string, !name.isEmpty, !name.contains("/"), !name.contains(" ") else {
+                throw ConfigurationError("\(path): points[\(index)] needs a 'name' (non-empty, without '/' or spaces); it names the runs")
+            }
+            guard !points.contains(where: { $0.name == name }) else {
+                throw ConfigurationError("\(path): points[\(index)]: the name '\(name)' is used twice; every point needs its own name")
+            }
+            points.append(Point(name: name, overrides: try overrideList(mapping["overrides"], key: "points[\(index)].overrides", path: path)))
+        }
+        return points
+    }
+
+    /// Every run, as (run name, overrides): each point (or the sweep alone when there are none) crossed
+    /// with every combination of the grid; a run is named by the sweep, its point and its values in grid
+    /// order ("scaling-xs-showo-1"), and gets the sweep's overrides, its point's, then its grid values.
     var points: [(name: String, overrides: [String])] {
-        var points: [(String, [String])] = [(name, [])]
+        var points: [(String, [String])] = namedPoints.isEmpty ? [(name, [])] : namedPoints.map { (name + "-" + $0.name, $0.overrides) }
         for (key, values) in grid {
             points = points.flatMap { point in
                 values.map { value in
@@ -75,9 +137,45 @@ struct SweepSpec {
 }
 
 enum Sweep {
+    /// One run of a sweep, resolved: what it trains and on how many tokens.
+    struct Plan {
+        let name: String
+        let recipe: String
+        let seed: UInt64
+        let nonEmbeddingParameters: Int
+        let steps: Int
+        let tokens: Int  // steps · batch_size · context_length
+    }
+
+    /// Resolves every run's config (base + overrides) before anything starts, so that a typo in the last
+    /// point fails now rather than hours into the sweep.
+    static func plan(_ spec: SweepSpec) throws -> [Plan] {
+        try spec.points.map { point in
+            let config: ExperimentConfig
+            do { config = try ExperimentConfig.load(file: spec.base, overrides: point.overrides + ["name=\(point.name)"]) } catch {
+                throw ConfigurationError("sweep \(spec.name), run \(point.name) (overrides \(point.overrides.joined(separator: " "))): \(error)")
+            }
+            return Plan(name: point.name, recipe: config.recipe.recipe, seed: config.seed,
+                        nonEmbeddingParameters: config.recipe.model.nonEmbeddingParameterCount, steps: config.train.steps,
+                        tokens: config.train.steps * config.train.batchSize * config.recipe.model.contextLength)
+        }
+    }
+
+    /// The plan as a table (fusion sweep --dry-run).
+    static func describe(_ plans: [Plan]) -> String {
+        var lines = ["run | recipe | seed | non-embedding parameters | steps | training tokens"]
+        for plan in plans {
+            lines.append("\(plan.name) | \(plan.recipe) | \(plan.seed) | \(plan.nonEmbeddingParameters) | \(plan.steps) | \(plan.tokens)")
+        }
+        let total = plans.reduce(0) { $0 + $1.tokens }
+        lines.append("\(plans.count) run(s), \(total) training tokens in all")
+        return lines.joined(separator: "\n")
+    }
+
     /// Runs every point of the sweep not finished yet, then merges all into `directory/results.h5`.
     static func run(_ spec: SweepSpec, directory: String, executable: String) throws {
         let fm = FileManager.default
+        _ = try plan(spec)
         try fm.createDirectory(atPath: "\(directory)/runs", withIntermediateDirectories: true)
         let points = spec.points
         var pending: [(name: String, overrides: [String], directory: String, resume: Bool)] = []

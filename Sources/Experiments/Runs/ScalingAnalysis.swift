@@ -1,0 +1,371 @@
+// `fusion analyze`: compute-scaling laws of the three recipes from a sweep's results (issue 8; the
+// method of Transfusion, arXiv 2408.11039, §4.2 and Fig. 5, and Chameleon-vs-Transfusion "FLOP parity").
+//
+// For every metric and recipe, an ordinary least-squares fit over runs (the final evaluation of each) of
+//     log10 y = intercept + slope · log10 C
+// where C = training FLOPs counted by the operations (eval/flops_counted at that evaluation) and
+// y = the metric for fd_fmnist and text_ppl, and y = 1 − accuracy (the error) for t2i_accuracy and
+// caption_accuracy, so that a lower y is better for every fit and a power law has slope < 0.
+// Where a recipe was run with several seeds, the fit is also made per seed, and the spread of the
+// per-seed slopes and intercepts (mean ± sample standard deviation) is reported.
+//
+// FLOP parity between recipes A and B (fits a_A + b_A·x and a_B + b_B·x, x = log10 C): take the
+// reference budget C* = the largest budget both were trained at, min(max C_A, max C_B), and A's fitted
+// level there, y* = a_A + b_A·log10 C*. B's fit reaches y* at log10 C_B = (y* − a_B) / b_B, so
+//     ratio B/A = C_B / C* = 10^((a_A − a_B + (b_A − b_B)·log10 C*) / b_B)
+// (> 1: B needs more compute than A for A's level). It exists only where B's fit falls with compute
+// (b_B < 0); parallel fits (b_A = b_B) give the same ratio at every level, diverging ones a ratio that
+// changes with the level, which is why the reference level is stated with every ratio.
+//
+// Writes DIR/analysis.md (the tables, with notes on every run or fit left out and why) and
+// DIR/analysis.h5 (the points and coefficients); it never writes into the results file it reads.
+import Foundation
+import Fusion
+
+enum ScalingAnalysis {
+    /// The metrics fitted, and whether each is an accuracy (fitted as its error 1 − accuracy).
+    static let metrics: [(name: String, isAccuracy: Bool)] = [
+        ("fd_fmnist", false), ("t2i_accuracy", true), ("caption_accuracy", true), ("text_ppl", false),
+    ]
+    static let recipeOrder = ["chameleon", "showo", "transfusion"]
+
+    /// What a fit of `metric` is a fit of, in words (for tables and the HDF5 attributes).
+    static func fittedQuantity(_ metric: String) -> String {
+        metrics.first { $0.name == metric }?.isAccuracy == true ? "1 − \(metric)" : metric
+    }
+
+    /// The final evaluation of one run.
+    struct Observation: Equatable {
+        let run: String
+        let recipe: String
+        let seed: Int64
+        let nonEmbeddingParameters: Int64
+        /// Training FLOPs counted up to the final evaluation.
+        let flops: Double
+        /// Final value of each metric the run logged.
+        let metrics: [String: Double]
+    }
+
+    struct FitError: Error, CustomStringConvertible { let description: String }
+
+    /// log10 y = intercept + slope · log10 C, fitted by ordinary least squares.
+    struct PowerLawFit: Equatable {
+        let slope: Double
+        let intercept: Double
+        /// 1 − SS_res / SS_tot; nil when every y is the same (SS_tot = 0). With two points it is 1 by construction.
+        let rSquared: Double?
+        let count: Int
+        /// Smallest and largest C fitted.
+        let flopsRange: ClosedRange<Double>
+
+        /// The fitted log10 y at log10 C = x.
+        func level(atLog10Flops x: Double) -> Double { intercept + slope * x }
+    }
+
+    /// OLS of log10 `values` on log10 `flops`. Throws (saying what is wrong) when a value or a budget is
+    /// not positive and finite, or when fewer than two different budgets are given.
+    static func fit(flops: [Double], values: [Double]) throws -> PowerLawFit {
+        guard flops.count == values.count else { throw FitError(description: "\(flops.count) budgets but \(values.count) values") }
+        for (c, y) in zip(flops, values) {
+            guard c.isFinite, c > 0 else { throw FitError(description: "a FLOPs budget of \(c): budgets must be positive and finite") }
+            guard y.isFinite, y > 0 else {
+                throw FitError(description: "a value of \(y) at \(String(format: "%.3e", c)) FLOPs: a power law needs positive, finite values")
+            }
+        }
+        let x = flops.map(log10), y = values.map(log10)
+        let n = Double(x.count)
+        let meanX = x.reduce(0, +) / n, meanY = y.reduce(0, +) / n
+        let sxx = x.reduce(0) { $0 + ($1 - meanX) * ($1 - meanX) }
+        // Budgets that differ by less than 1e-9 decades cannot fix a slope.
+        guard x.count >= 2, sxx > 1e-18 * n else {
+            throw FitError(description: "\(x.count) run(s) at \(Set(flops).count) different FLOPs budget(s): a fit needs runs at two or more budgets")
+        }
+        let sxy = zip(x, y).reduce(0) { $0 + ($1.0 - meanX) * ($1.1 - meanY) }
+        let slope = sxy / sxx, intercept = meanY - slope * meanX
+        let ssTotal = y.reduce(0) { $0 + ($1 - meanY) * ($1 - meanY) }
+        let ssResidual = zip(x, y).reduce(0) { $0 + pow($1.1 - (intercept + slope * $1.0), 2) }
+        return PowerLawFit(slope: slope, intercept: intercept, rSquared: ssTotal > 0 ? 1 - ssResidual / ssTotal : nil,
+                           count: x.count, flopsRange: flops.min()!...flops.max()!)
+    }
+
+    /// Mean and sample standard deviation (n − 1); the deviation is nil for a single value.
+    static func meanAndDeviation(_ values: [Double]) -> (mean: Double, deviation: Double?) {
+        let mean = values.reduce(0, +) / Double(values.count)
+        guard values.count >= 2 else { return (mean, nil) }
+        return (mean, (values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(values.count - 1)).squareRoot())
+    }
+
+    /// The compute B needs for A's level, relative to A's (see the formula at the top of the file).
+    enum ParityOutcome: Equatable {
+        /// C_B / C*; `extrapolated` when C_B lies outside the budgets B was trained at.
+        case ratio(Double, extrapolated: Bool)
+        /// B's fit never reaches the level (why, in words).
+        case noCrossing(String)
+
+        var ratio: Double? { if case .ratio(let r, _) = self { return r } else { return nil } }
+    }
+
+    struct Parity {
+        let reference: String, other: String
+        let referenceFlops: Double
+        /// A's fitted y* (in the metric's units: the metric, or its error) at C*.
+        let referenceLevel: Double
+        let outcome: ParityOutcome
+    }
+
+    static func parity(reference a: PowerLawFit, other b: PowerLawFit, atFlops referenceFlops: Double) -> ParityOutcome {
+        let x = log10(referenceFlops)
+        guard b.slope < -1e-12 else {
+            return .noCrossing(String(format: "no crossing: the other fit does not fall with compute (slope %.3g ≥ 0), so no budget brings it to the reference level", b.slope))
+        }
+        let log10Ratio = (a.intercept - b.intercept + (a.slope - b.slope) * x) / b.slope
+        guard log10Ratio < 300 else { return .noCrossing("∞: the other fit reaches the reference level only beyond 10^300 × the reference budget") }
+        let flopsNeeded = x + log10Ratio
+        let extrapolated = flopsNeeded < log10(b.flopsRange.lowerBound) - 1e-9 || flopsNeeded > log10(b.flopsRange.upperBound) + 1e-9
+        return .ratio(pow(10, log10Ratio), extrapolated: extrapolated)
+    }
+
+    // MARK: The analysis of a results file
+
+    struct MetricFit {
+        let metric: String, recipe: String
+        let fit: PowerLawFit
+        let points: [Observation]
+        /// Per-seed fits (only where two or more seeds each give a fit).
+        let seedFits: [(seed: Int64, fit: PowerLawFit)]
+    }
+
+    struct Analysis {
+        let source: String
+        let observations: [Observation]
+        let fits: [MetricFit]
+        /// Per metric, every ordered pair of recipes with fits; with the per-seed ratios where seeds allow.
+        let parities: [(metric: String, parity: Parity, seedRatios: [Double])]
+        let notes: [String]
+    }
+
+    /// Reads the final evaluation of every run in a results file (a sweep's results.h5 or a run's log.h5).
+    static func observations(in path: String, notes: inout [String]) throws -> [Observation] {
+        let file: HDF5File
+        do { file = try HDF5File.open(path) } catch {
+            throw RunFailure(description: "\(path): cannot open it as HDF5 (\(error)); pass a sweep's results.h5 or a run's log.h5")
+        }
+        guard try file.root.exists("runs") else {
+            throw RunFailure(description: "\(path) has no /runs group: is it a Fusion results file (a sweep's results.h5 or a run's log.h5)?")
+        }
+        let runs = try file.root.group("runs")
+        var observations: [Observation] = []
+        for name in try runs.childNames {
+            let run = try runs.group(name)
+            guard let recipe = try? run.stringAttribute("recipe") else { notes.append("\(name): skipped, it has no 'recipe' attribute"); continue }
+            guard try run.exists("eval/flops_counted"), let flops = try run.dataset("eval/flops_counted").read(as: Double.self).last else {
+                notes.append("\(name): skipped, it has no evaluation (eval/flops_counted)"); continue
+            }
+            var values: [String: Double] = [:]
+            for metric in metrics where try run.exists("eval/\(metric.name)") {
+                if let last = try run.dataset("eval/\(metric.name)").read(as: Double.self).last { values[metric.name] = last }
+            }
+            observations.append(Observation(run: name, recipe: recipe, seed: (try? run.int64Attribute("seed")) ?? 0,
+                                            nonEmbeddingParameters: (try? run.int64Attribute("non_embedding_parameter_count")) ?? 0,
+                                            flops: flops, metrics: values))
+        }
+        try file.close()
+        guard !observations.isEmpty else {
+            throw RunFailure(description: "\(path): no run with an evaluation to analyse" + (notes.isEmpty ? "" : " (\(notes.joined(separator: "; ")))"))
+        }
+        return observations
+    }
+
+    /// The fitted quantity y of an observation for `metric`, or why it cannot be fitted.
+    private static func fittedValue(_ observation: Observation, metric: String, isAccuracy: Bool) -> Result<Double, FitError> {
+        guard let value = observation.metrics[metric] else { return .failure(FitError(description: "\(observation.run) did not log \(metric)")) }
+        let y = isAccuracy ? 1 - value : value
+        guard y.isFinite, y > 0 else {
+            return .failure(FitError(description: isAccuracy
+                ? "\(observation.run): \(metric) = \(value) gives an error 1 − accuracy of \(y), whose logarithm is undefined; left out of the fit"
+                : "\(observation.run): \(metric) = \(value) is not positive, its logarithm is undefined; left out of the fit"))
+        }
+        return .success(y)
+    }
+
+    static func analyze(_ observations: [Observation], source: String, notes initialNotes: [String] = []) -> Analysis {
+        var notes = initialNotes
+        let recipes = Set(observations.map(\.recipe)).sorted { (recipeOrder.firstIndex(of: $0) ?? 99, $0) < (recipeOrder.firstIndex(of: $1) ?? 99, $1) }
+        var fits: [MetricFit] = []
+        for (metric, isAccuracy) in metrics {
+            for recipe in recipes {
+                var points: [(Observation, Double)] = []
+                for observation in observations where observation.recipe == recipe {
+                    switch fittedValue(observation, metric: metric, isAccuracy: isAccuracy) {
+                    case .success(let y): points.append((observation, y))
+                    case .failure(let why): if observation.metrics[metric] != nil { notes.append(why.description) }
+                    }
+                }
+                guard !points.isEmpty else { continue }
+                let fit: PowerLawFit
+                do { fit = try self.fit(flops: points.map(\.0.flops), values: points.map(\.1)) } catch {
+                    notes.append("\(metric), \(recipe): no fit: \(error)"); continue
+                }
+                var seedFits: [(Int64, PowerLawFit)] = []
+                let seeds = Set(points.map(\.0.seed)).sorted()
+                if seeds.count >= 2 {
+                    for seed in seeds {
+                        let ofSeed = points.filter { $0.0.seed == seed }
+                        do { seedFits.append((seed, try self.fit(flops: ofSeed.map(\.0.flops), values: ofSeed.map(\.1)))) } catch {
+                            notes.append("\(metric), \(recipe), seed \(seed): no per-seed fit: \(error)")
+                        }
+                    }
+                    if seedFits.count < 2 { seedFits = [] }
+                }
+                fits.append(MetricFit(metric: metric, recipe: recipe, fit: fit, points: points.map(\.0), seedFits: seedFits))
+            }
+        }
+        var parities: [(String, Parity, [Double])] = []
+        for (metric, _) in metrics {
+            let ofMetric = fits.filter { $0.metric == metric }
+            for a in ofMetric {
+                for b in ofMetric where b.recipe != a.recipe {
+                    let referenceFlops = min(a.fit.flopsRange.upperBound, b.fit.flopsRange.upperBound)
+                    let outcome = parity(reference: a.fit, other: b.fit, atFlops: referenceFlops)
+                    var seedRatios: [Double] = []
+                    for (seed, fitA) in a.seedFits {
+                        if let fitB = b.seedFits.first(where: { $0.seed == seed })?.fit,
+                           let ratio = parity(reference: fitA, other: fitB, atFlops: referenceFlops).ratio { seedRatios.append(ratio) }
+                    }
+                    parities.append((metric, Parity(reference: a.recipe, other: b.recipe, referenceFlops: referenceFlops,
+                                                    referenceLevel: pow(10, a.fit.level(atLog10Flops: log10(referenceFlops))), outcome: outcome),
+                                     seedRatios.count >= 2 ? seedRatios : []))
+                }
+            }
+        }
+        return Analysis(source: source, observations: observations, fits: fits, parities: parities, notes: notes)
+    }
+
+    // MARK: Output
+
+    static func number(_ value: Double) -> String {
+        guard value.isFinite else { return value > 0 ? "∞" : "–" }
+        return abs(value) >= 1e4 || (abs(value) < 1e-3 && value != 0) ? String(format: "%.3e", value) : String(format: "%.4g", value)
+    }
+
+    private static func spread(_ values: [Double]) -> String {
+        guard !values.isEmpty else { return "–" }
+        let (mean, deviation) = meanAndDeviation(values)
+        return "\(number(mean)) ± \(deviation.map(number) ?? "–") (\(values.count) seeds)"
+    }
+
+    static func markdown(_ result: Analysis, commit: String) -> String {
+        var lines = ["# Scaling analysis", "",
+                     "Results: `\(result.source)` (git \(commit)), \(result.observations.count) run(s).", "",
+                     "Each fit is ordinary least squares over runs (the final evaluation of each) of",
+                     "`log10 y = intercept + slope · log10 C`, where C is the training FLOPs counted by the operations",
+                     "up to that evaluation (`eval/flops_counted`) and y is the metric (fd_fmnist, text_ppl) or, for the",
+                     "accuracies, the error `1 − accuracy`: lower y is better for every fit, and a slope < 0 means the",
+                     "recipe improves with compute.", "",
+                     "## Runs", "",
+                     "| run | recipe | seed | non-embedding parameters | FLOPs counted | " + metrics.map(\.name).joined(separator: " | ") + " |",
+                     "|" + Array(repeating: "---", count: 5 + metrics.count).joined(separator: "|") + "|"]
+        for o in result.observations {
+            lines.append("| \(o.run) | \(o.recipe) | \(o.seed) | \(o.nonEmbeddingParameters) | \(number(o.flops)) | "
+                         + metrics.map { o.metrics[$0.name].map(number) ?? "–" }.joined(separator: " | ") + " |")
+        }
+        lines += ["", "## Fits", "",
+                  "| metric | fitted y | recipe | runs | slope | intercept | R² | slope across seeds | intercept across seeds | FLOPs range |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for f in result.fits {
+            lines.append("| \(f.metric) | \(fittedQuantity(f.metric)) | \(f.recipe) | \(f.fit.count) | \(String(format: "%.4f", f.fit.slope)) | "
+                         + "\(String(format: "%.4f", f.fit.intercept)) | \(f.fit.rSquared.map { String(format: "%.4f", $0) } ?? "–") | "
+                         + "\(spread(f.seedFits.map(\.fit.slope))) | \(spread(f.seedFits.map(\.fit.intercept))) | "
+                         + "\(number(f.fit.flopsRange.lowerBound))–\(number(f.fit.flopsRange.upperBound)) |")
+        }
+        lines += ["", "## FLOP parity", "",
+                  "For reference recipe A and other recipe B: C* = min(max C_A, max C_B), the largest budget both were",
+                  "trained at; y* = A's fitted y at C*; C_B = the budget at which B's fit reaches y*;",
+                  "ratio = C_B / C* = 10^((a_A − a_B + (b_A − b_B)·log10 C*) / b_B), with a the intercepts and b the slopes.",
+                  "A ratio above 1 means B needs that many times A's compute to match A; \"extrapolated\" marks a C_B",
+                  "outside the budgets B was trained at. With unequal slopes the ratio depends on the level chosen.", "",
+                  "| metric | A (reference) | B | C* | A's level y* | ratio C_B / C* | ratio across seeds |",
+                  "|---|---|---|---|---|---|---|"]
+        for (metric, p, seedRatios) in result.parities {
+            let ratio: String
+            switch p.outcome {
+            case .ratio(let r, let extrapolated): ratio = number(r) + (extrapolated ? " (extrapolated)" : "")
+            case .noCrossing(let why): ratio = why
+            }
+            lines.append("| \(metric) | \(p.reference) | \(p.other) | \(number(p.referenceFlops)) | \(number(p.referenceLevel)) (\(fittedQuantity(metric))) | "
+                         + "\(ratio) | \(spread(seedRatios)) |")
+        }
+        if result.parities.isEmpty { lines.append("| – | – | – | – | – | no two recipes with fits of the same metric | – |") }
+        if !result.notes.isEmpty { lines += ["", "## Notes", ""] + result.notes.map { "- \($0)" } }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// The points and coefficients as HDF5:
+    ///   /                              attributes source, created, git_commit, model ("log10 y = intercept + slope · log10 C")
+    ///   /fits/METRIC/RECIPE            attributes fitted ("1 − t2i_accuracy"), slope, intercept, r_squared (NaN if undefined), runs (names, one a line);
+    ///                                  datasets flops, y, seed (the points fitted); seed_fits/{seed, slope, intercept} where seeds allow
+    ///   /parity/METRIC/A_vs_B          attributes reference_flops, reference_level, ratio (NaN: none), extrapolated, outcome (text)
+    static func writeHDF5(_ result: Analysis, to path: String) throws {
+        let partial = path + ".partial"
+        let file = try HDF5File.create(partial, overwrite: true)
+        try file.root.setAttribute("source", result.source)
+        try file.root.setAttribute("created", ISO8601DateFormatter().string(from: Date()))
+        try file.root.setAttribute("git_commit", Provenance.gitCommit)
+        try file.root.setAttribute("model", "log10 y = intercept + slope * log10 C (C: eval/flops_counted; y: the metric, or 1 - accuracy)")
+        for f in result.fits {
+            let group = try file.root.createGroup("fits/\(f.metric)/\(f.recipe)")
+            try group.setAttribute("fitted", fittedQuantity(f.metric))
+            try group.setAttribute("slope", f.fit.slope)
+            try group.setAttribute("intercept", f.fit.intercept)
+            try group.setAttribute("r_squared", f.fit.rSquared ?? .nan)
+            try group.setAttribute("runs", f.points.map(\.run).joined(separator: "\n"))
+            let isAccuracy = metrics.first { $0.name == f.metric }?.isAccuracy ?? false
+            try group.createDataset("flops", values: f.points.map(\.flops), shape: [f.points.count])
+            try group.createDataset("y", values: f.points.map { isAccuracy ? 1 - $0.metrics[f.metric]! : $0.metrics[f.metric]! }, shape: [f.points.count])
+            try group.createDataset("seed", values: f.points.map(\.seed), shape: [f.points.count])
+            if !f.seedFits.isEmpty {
+                try group.createDataset("seed_fits/seed", values: f.seedFits.map(\.seed), shape: [f.seedFits.count])
+                try group.createDataset("seed_fits/slope", values: f.seedFits.map(\.fit.slope), shape: [f.seedFits.count])
+                try group.createDataset("seed_fits/intercept", values: f.seedFits.map(\.fit.intercept), shape: [f.seedFits.count])
+            }
+        }
+        for (metric, p, seedRatios) in result.parities {
+            let group = try file.root.createGroup("parity/\(metric)/\(p.reference)_vs_\(p.other)")
+            try group.setAttribute("reference_flops", p.referenceFlops)
+            try group.setAttribute("reference_level", p.referenceLevel)
+            switch p.outcome {
+            case .ratio(let r, let extrapolated):
+                try group.setAttribute("ratio", r)
+                try group.setAttribute("extrapolated", extrapolated ? 1 : 0)
+                try group.setAttribute("outcome", "ratio")
+            case .noCrossing(let why):
+                try group.setAttribute("ratio", Double.nan)
+                try group.setAttribute("extrapolated", 0)
+                try group.setAttribute("outcome", why)
+            }
+            if !seedRatios.isEmpty { try group.setAttribute("seed_ratios", seedRatios) }
+        }
+        try file.close()
+        if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
+        try FileManager.default.moveItem(atPath: partial, toPath: path)
+    }
+
+    /// Reads `results`, writes `directory/analysis.md` and `directory/analysis.h5`, returns the analysis
+    /// and its markdown. Throws when no metric of any recipe could be fitted, after writing the notes saying why.
+    @discardableResult
+    static func run(results: String, to directory: String) throws -> (analysis: Analysis, markdown: String) {
+        var notes: [String] = []
+        let observations = try self.observations(in: results, notes: &notes)
+        let result = analyze(observations, source: results, notes: notes)
+        let commit = (try? HDF5File.open(results)).flatMap { try? $0.root.stringAttribute("git_commit") } ?? "?"
+        let markdown = self.markdown(result, commit: commit)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try markdown.write(toFile: "\(directory)/analysis.md", atomically: true, encoding: .utf8)
+        try writeHDF5(result, to: "\(directory)/analysis.h5")
+        guard !result.fits.isEmpty else {
+            throw RunFailure(description: "\(results): no metric of any recipe could be fitted (notes in \(directory)/analysis.md); "
+                             + "a fit needs runs of one recipe at two or more FLOP budgets, e.g. a sweep with size 'points' (configs/scaling.yaml)")
+        }
+        return (result, markdown)
+    }
+}

@@ -1,0 +1,219 @@
+// The scaling analysis (fusion analyze): least-squares power laws recovered exactly from synthetic
+// ones, R² against a hand computation, FLOP parity against its closed form, the spread across seeds, and
+// degenerate inputs (one run, a zero or negative metric, a perfect accuracy) left out with a note.
+import XCTest
+import Foundation
+import Fusion
+@testable import Experiments
+
+final class ScalingAnalysisTests: XCTestCase {
+    typealias Analysis = ScalingAnalysis
+
+    /// Budgets from 1e12 to 1e15 FLOPs, unevenly spaced so that the fit is not helped by symmetry.
+    let budgets = [1e12, 3.7e12, 2e13, 1.1e14, 1e15]
+
+    /// The values are exact powers, so the fit must recover them to rounding: the log10 of five doubles
+    /// and a few sums of them lose at most ~1e-15 relative each, so 1e-12 leaves three digits of margin.
+    func testFitRecoversAnExactPowerLaw() throws {
+        let fit = try Analysis.fit(flops: budgets, values: budgets.map { 3 * pow($0, -0.25) })
+        XCTAssertEqual(fit.slope, -0.25, accuracy: 1e-12)
+        XCTAssertEqual(fit.intercept, log10(3), accuracy: 1e-12)
+        XCTAssertEqual(fit.rSquared ?? 0, 1, accuracy: 1e-12)
+        XCTAssertEqual(fit.count, 5)
+        XCTAssertEqual(fit.flopsRange, 1e12...1e15)
+    }
+
+    /// log10 C = 0, 1, 2 and log10 y = 0, 2, 1: by hand, mean x = mean y = 1, Sxx = 2, Sxy = 1, so slope
+    /// 0.5 and intercept 0.5; residuals −0.5, 1, −0.5 give SS_res = 1.5 against SS_tot = 2: R² = 0.25.
+    func testRSquaredMatchesAHandComputation() throws {
+        let fit = try Analysis.fit(flops: [1, 10, 100], values: [1, 100, 10])
+        XCTAssertEqual(fit.slope, 0.5, accuracy: 1e-12)
+        XCTAssertEqual(fit.intercept, 0.5, accuracy: 1e-12)
+        XCTAssertEqual(fit.rSquared ?? -1, 0.25, accuracy: 1e-12)
+        // Every y the same: the fit is flat and R² undefined (nil), not 1 or NaN.
+        let flat = try Analysis.fit(flops: [1, 10, 100], values: [5, 5, 5])
+        XCTAssertEqual(flat.slope, 0, accuracy: 1e-12)
+        XCTAssertNil(flat.rSquared)
+    }
+
+    /// A: y = 10·C^−0.2, B: y = 20·C^−0.1. At C* = 1e14, y* = 10·(1e14)^−0.2 and B reaches it at
+    /// C_B = (20 / y*)^(1/0.1), computed here without the log-space formula the code uses.
+    func testParityRatioOfTwoKnownPowerLaws() throws {
+        let a = try Analysis.fit(flops: budgets, values: budgets.map { 10 * pow($0, -0.2) })
+        let b = try Analysis.fit(flops: budgets, values: budgets.map { 20 * pow($0, -0.1) })
+        let reference = 1e14, level = 10 * pow(reference, -0.2)
+        let expected = pow(20 / level, 1 / 0.1) / reference  // = 2^10 · 10^18 · 10^10 / 10^14 ≈ 1.02e17
+        guard case .ratio(let ratio, let extrapolated) = Analysis.parity(reference: a, other: b, atFlops: reference) else {
+            return XCTFail("no ratio for two falling power laws")
+        }
+        XCTAssertEqual(ratio / expected, 1, accuracy: 1e-9, "ratio \(ratio), closed form \(expected)")
+        XCTAssertTrue(extrapolated, "C_B = \(ratio * reference) lies far beyond B's largest budget 1e15")
+        // The other way round: A reaches B's level with less compute (ratio below 1), inside A's budgets.
+        let levelB = 20 * pow(reference, -0.1), expectedBack = pow(10 / levelB, 1 / 0.2) / reference
+        guard case .ratio(let back, let backExtrapolated) = Analysis.parity(reference: b, other: a, atFlops: reference) else { return XCTFail("no ratio") }
+        XCTAssertEqual(back / expectedBack, 1, accuracy: 1e-9)
+        XCTAssertLessThan(back, 1)
+        XCTAssertEqual(backExtrapolated, expectedBack * reference < 1e12)
+
+        // Parallel fits (C: 40·C^−0.2, four times A): the same ratio at every level, 4^(1/0.2) = 1024.
+        let c = try Analysis.fit(flops: budgets, values: budgets.map { 40 * pow($0, -0.2) })
+        for level in [1e12, 1e13, 1e15] {
+            XCTAssertEqual(Analysis.parity(reference: a, other: c, atFlops: level).ratio ?? 0, pow(4, 1 / 0.2), accuracy: 1e-6)
+        }
+        // A fit that does not fall with compute never reaches the level: no ratio, and a message saying so.
+        let rising = try Analysis.fit(flops: budgets, values: budgets.map { 1e-3 * pow($0, 0.05) })
+        guard case .noCrossing(let why) = Analysis.parity(reference: a, other: rising, atFlops: reference) else { return XCTFail("a rising fit crossed") }
+        XCTAssert(why.contains("no crossing") && why.contains("slope"), why)
+        let flat = try Analysis.fit(flops: budgets, values: budgets.map { _ in 2 })
+        XCTAssertNil(Analysis.parity(reference: a, other: flat, atFlops: reference).ratio)
+    }
+
+    func observation(_ recipe: String, seed: Int64, flops: Double, _ metrics: [String: Double]) -> Analysis.Observation {
+        Analysis.Observation(run: "\(recipe)-\(seed)-" + String(format: "%.0e", flops), recipe: recipe, seed: seed, nonEmbeddingParameters: Int64(flops / 1e6),
+                             flops: flops, metrics: metrics)
+    }
+
+    /// Two seeds with exact power laws of slopes −0.2 and −0.3 (and intercepts 1 and 2): per-seed fits give
+    /// mean −0.25 and sample standard deviation √(2·0.05²/1) = 0.0707…; the pooled fit sees both seeds.
+    func testSeedSpreadOfTheCoefficients() throws {
+        var observations: [Analysis.Observation] = []
+        for (seed, slope, intercept) in [(Int64(0), -0.2, 1.0), (1, -0.3, 2.0)] {
+            for c in budgets {
+                let fd = pow(10, intercept) * pow(c, slope)
+                observations.append(observation("chameleon", seed: seed, flops: c, ["fd_fmnist": fd, "t2i_accuracy": 1 - fd / 1e3]))
+            }
+        }
+        let result = Analysis.analyze(observations, source: "synthetic")
+        let fit = try XCTUnwrap(result.fits.first { $0.metric == "fd_fmnist" })
+        XCTAssertEqual(fit.fit.count, 10)
+        XCTAssertEqual(fit.seedFits.map(\.seed), [0, 1])
+        let (mean, deviation) = Analysis.meanAndDeviation(fit.seedFits.map(\.fit.slope))
+        XCTAssertEqual(mean, -0.25, accuracy: 1e-12)
+        XCTAssertEqual(deviation ?? 0, (2 * 0.05 * 0.05).squareRoot(), accuracy: 1e-12)
+        XCTAssertEqual(Analysis.meanAndDeviation(fit.seedFits.map(\.fit.intercept)).mean, 1.5, accuracy: 1e-9)
+        // Accuracies are fitted as their error: 1 − (1 − fd/1e3) = fd/1e3, so the same slopes come back.
+        let accuracy = try XCTUnwrap(result.fits.first { $0.metric == "t2i_accuracy" })
+        XCTAssertEqual(accuracy.seedFits[0].fit.slope, -0.2, accuracy: 1e-9)
+        XCTAssertEqual(accuracy.seedFits[0].fit.intercept, 1 - 3, accuracy: 1e-9)
+        let markdown = Analysis.markdown(result, commit: "test")
+        XCTAssert(markdown.contains("| fd_fmnist | fd_fmnist | chameleon | 10 | "), markdown)
+        XCTAssert(markdown.contains("-0.25 ± 0.07071 (2 seeds)"), markdown)
+        XCTAssert(markdown.contains("| t2i_accuracy | 1 − t2i_accuracy | chameleon |"), markdown)
+    }
+
+    func testDegenerateInputsAreRefusedOrLeftOutWithANote() throws {
+        XCTAssertThrowsError(try Analysis.fit(flops: [1e12], values: [3])) { XCTAssert("\($0)".contains("two or more budgets"), "\($0)") }
+        XCTAssertThrowsError(try Analysis.fit(flops: [1e12, 1e12], values: [3, 4])) { XCTAssert("\($0)".contains("two or more budgets"), "\($0)") }
+        XCTAssertThrowsError(try Analysis.fit(flops: [1e12, 1e13], values: [3, 0])) { XCTAssert("\($0)".contains("positive"), "\($0)") }
+        XCTAssertThrowsError(try Analysis.fit(flops: [1e12, 1e13], values: [-1, 2])) { XCTAssert("\($0)".contains("positive"), "\($0)") }
+
+        let observations = [
+            observation("showo", seed: 0, flops: 1e12, ["fd_fmnist": 80, "t2i_accuracy": 0.5, "text_ppl": 60]),
+            observation("showo", seed: 0, flops: 1e13, ["fd_fmnist": 40, "t2i_accuracy": 1.0, "text_ppl": 50]),
+            observation("showo", seed: 0, flops: 1e14, ["fd_fmnist": 20, "t2i_accuracy": 0.9, "text_ppl": -1]),
+            observation("transfusion", seed: 0, flops: 1e13, ["fd_fmnist": 70]),
+        ]
+        let result = Analysis.analyze(observations, source: "synthetic")
+        // A perfect accuracy (error 0) and a negative perplexity are left out, with a note naming the run.
+        XCTAssertEqual(result.fits.first { $0.metric == "t2i_accuracy" }?.fit.count, 2)
+        XCTAssertEqual(result.fits.first { $0.metric == "text_ppl" }?.fit.count, 2)
+        XCTAssert(result.notes.contains { $0.contains("showo-0-1e+13") && $0.contains("t2i_accuracy") && $0.contains("1 − accuracy") }, "\(result.notes)")
+        XCTAssert(result.notes.contains { $0.contains("showo-0-1e+14") && $0.contains("text_ppl") && $0.contains("not positive") }, "\(result.notes)")
+        // One Transfusion run: no fit, a note, and no parity row with it.
+        XCTAssertNil(result.fits.first { $0.recipe == "transfusion" })
+        XCTAssert(result.notes.contains { $0.contains("fd_fmnist, transfusion: no fit") && $0.contains("two or more budgets") }, "\(result.notes)")
+        XCTAssertTrue(result.parities.isEmpty)
+        XCTAssert(Analysis.markdown(result, commit: "x").contains("no two recipes with fits"))
+        XCTAssertEqual(result.fits.first { $0.metric == "fd_fmnist" }?.fit.slope ?? 0, log10(0.5), accuracy: 1e-12)
+    }
+
+    /// A results file in the layout of DESIGN.md: three recipes at four budgets, two seeds each, with
+    /// exact power laws; `fusion analyze`'s code writes analysis.md and analysis.h5 and leaves the results alone.
+    func testAnalysisOfAResultsFileWritesMarkdownAndHDF5() throws {
+        let directory = NSTemporaryDirectory() + "fusion-analysis-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let laws: [String: (fd: (Double, Double), ppl: (Double, Double))] = [
+            "chameleon": ((1e4, -0.3), (900, -0.15)), "showo": ((3e4, -0.35), (800, -0.14)), "transfusion": ((2e3, -0.25), (1000, -0.16)),
+        ]
+        let path = directory + "/results.h5"
+        let results = try HDF5File.create(path)
+        try results.root.setAttribute("git_commit", "abc")
+        for (recipe, law) in laws {
+            for (index, c) in [1e12, 4e12, 1.6e13, 6.4e13].enumerated() {
+                for seed in [Int64(0), 1] {
+                    let run = try results.root.createGroup("runs/scaling-\(index)-\(recipe)-\(seed)")
+                    try run.setAttribute("recipe", recipe)
+                    try run.setAttribute("seed", seed)
+                    try run.setAttribute("non_embedding_parameter_count", Int64(index + 1) * 100_000)
+                    let wobble = seed == 0 ? 1.02 : 0.98  // seed noise, so the spread is not zero
+                    // Two evaluations: the analysis must take the last one.
+                    try run.createDataset("eval/step", values: [Int64(50), 100], shape: [2])
+                    try run.createDataset("eval/flops_counted", values: [c / 2, c], shape: [2])
+                    try run.createDataset("eval/fd_fmnist", values: [1e9, law.fd.0 * pow(c, law.fd.1) * wobble], shape: [2])
+                    try run.createDataset("eval/text_ppl", values: [1e9, law.ppl.0 * pow(c, law.ppl.1)], shape: [2])
+                    try run.createDataset("eval/t2i_accuracy", values: [0, 0.5], shape: [2])
+                    try run.createDataset("eval/caption_accuracy", values: [0, 1 - 1e2 * pow(c, -0.2)], shape: [2])
+                }
+            }
+        }
+        try results.close()
+        let before = try Data(contentsOf: URL(fileURLWithPath: path))
+        let (result, markdown) = try Analysis.run(results: path, to: directory + "/analysis")
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: path)), before, "the results file was modified")
+        XCTAssertEqual(result.observations.count, 24)
+        let ppl = try XCTUnwrap(result.fits.first { $0.metric == "text_ppl" && $0.recipe == "showo" })
+        XCTAssertEqual(ppl.fit.slope, -0.14, accuracy: 1e-12)
+        XCTAssertEqual(ppl.fit.intercept, log10(800), accuracy: 1e-10)
+        XCTAssertEqual(ppl.seedFits.count, 2)
+        let caption = try XCTUnwrap(result.fits.first { $0.metric == "caption_accuracy" && $0.recipe == "chameleon" })
+        XCTAssertEqual(caption.fit.slope, -0.2, accuracy: 1e-9, "accuracies are fitted as 1 − accuracy")
+        // A flat accuracy (0.5 for every run) fits with slope 0: as the other recipe of a pair it has no crossing.
+        let flat = try XCTUnwrap(result.parities.first { $0.metric == "t2i_accuracy" && $0.parity.other == "showo" })
+        XCTAssertNil(flat.parity.outcome.ratio)
+        // Parity of Transfusion against Chameleon on text_ppl at C* = 6.4e13, by the closed form.
+        let p = try XCTUnwrap(result.parities.first { $0.metric == "text_ppl" && $0.parity.reference == "chameleon" && $0.parity.other == "transfusion" })
+        let level = 900 * pow(6.4e13, -0.15)
+        XCTAssertEqual(p.parity.referenceFlops, 6.4e13)
+        XCTAssertEqual(p.parity.referenceLevel, level, accuracy: level * 1e-9)
+        XCTAssertEqual((p.parity.outcome.ratio ?? 0) / (pow(1000 / level, 1 / 0.16) / 6.4e13), 1, accuracy: 1e-9)
+        XCTAssertEqual(p.seedRatios.count, 2)
+        XCTAssert(markdown.contains("## FLOP parity") && markdown.contains("| text_ppl | chameleon | transfusion | 6.400e+13 |"), markdown)
+
+        // analysis.h5 holds the same coefficients, readable back.
+        let file = try HDF5File.open(directory + "/analysis/analysis.h5")
+        let group = try file.root.group("fits/text_ppl/showo")
+        XCTAssertEqual(try group.doubleAttribute("slope"), ppl.fit.slope)
+        XCTAssertEqual(try group.stringAttribute("fitted"), "text_ppl")
+        XCTAssertEqual(try group.dataset("flops").read(as: Double.self).count, 8)
+        XCTAssertEqual(try group.dataset("seed_fits/slope").read(as: Double.self).count, 2)
+        XCTAssertEqual(try file.root.group("fits/caption_accuracy/chameleon").stringAttribute("fitted"), "1 − caption_accuracy")
+        let parity = try file.root.group("parity/text_ppl/chameleon_vs_transfusion")
+        XCTAssertEqual(try parity.doubleAttribute("ratio"), p.parity.outcome.ratio)
+        XCTAssertEqual(try parity.doubleArrayAttribute("seed_ratios").count, 2)
+        XCTAssertTrue(try file.root.group("parity/t2i_accuracy/chameleon_vs_showo").doubleAttribute("ratio").isNaN)
+    }
+
+    func testAResultsFileWithOneRunPerRecipeIsRefusedSayingWhy() throws {
+        let directory = NSTemporaryDirectory() + "fusion-analysis-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let results = try HDF5File.create(directory + "/results.h5")
+        for recipe in ["chameleon", "showo"] {
+            let run = try results.root.createGroup("runs/q-\(recipe)")
+            try run.setAttribute("recipe", recipe)
+            try run.createDataset("eval/flops_counted", values: [1e13], shape: [1])
+            try run.createDataset("eval/fd_fmnist", values: [50.0], shape: [1])
+        }
+        try results.root.createGroup("runs/unevaluated").setAttribute("recipe", "showo")
+        try results.close()
+        XCTAssertThrowsError(try Analysis.run(results: directory + "/results.h5", to: directory + "/analysis")) {
+            XCTAssert("\($0)".contains("two or more FLOP budgets") && "\($0)".contains("analysis.md"), "\($0)")
+        }
+        let notes = try String(contentsOfFile: directory + "/analysis/analysis.md", encoding: .utf8)
+        XCTAssert(notes.contains("unevaluated: skipped") && notes.contains("fd_fmnist, chameleon: no fit"), notes)
+        XCTAssertThrowsError(try Analysis.run(results: directory + "/nothing.h5", to: directory + "/analysis")) {
+            XCTAssert("\($0)".contains("nothing.h5"), "\($0)")
+        }
+    }
+}

@@ -1,0 +1,129 @@
+// Sweep files: named `points` (override sets that vary together, such as a model size and its token
+// budget) crossed with the Cartesian `grid`, strict loading, every run's config resolved before anything
+// starts; and the committed sweep files themselves (configs/scaling.yaml, configs/ablations/*.yaml).
+import XCTest
+import Foundation
+import Fusion
+@testable import Experiments
+
+final class SweepTests: XCTestCase {
+    func sweepFile(_ text: String) throws -> String {
+        let path = NSTemporaryDirectory() + "fusion-sweep-\(UUID().uuidString).yaml"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        return path
+    }
+
+    func message(_ text: String) throws -> String {
+        let path = try sweepFile(text)
+        do { _ = try SweepSpec.load(path); return "no error" } catch { return "\(error)" }
+    }
+
+    func testPointsAreCrossedWithTheGrid() throws {
+        let path = try sweepFile("""
+            name: sc
+            base: configs/tiny.yaml
+            overrides: [train.warmup_steps=2]
+            points:
+              - {name: xs, overrides: [recipe.model.width=32, train.steps=10]}
+              - name: s
+                overrides: [recipe.model.width=64, train.steps=20]
+            grid:
+              recipe.recipe: [chameleon, transfusion]
+              seed: [0, 1]
+            """)
+        let spec = try SweepSpec.load(path)
+        XCTAssertEqual(spec.namedPoints.map(\.name), ["xs", "s"])
+        XCTAssertEqual(spec.points.map(\.name), ["sc-xs-chameleon-0", "sc-xs-chameleon-1", "sc-xs-transfusion-0", "sc-xs-transfusion-1",
+                                                 "sc-s-chameleon-0", "sc-s-chameleon-1", "sc-s-transfusion-0", "sc-s-transfusion-1"])
+        // The sweep's overrides, then the point's, then the grid's: a later one wins.
+        XCTAssertEqual(spec.points[5].overrides, ["train.warmup_steps=2", "recipe.model.width=64", "train.steps=20", "recipe.recipe=chameleon", "seed=1"])
+        let plans = try Sweep.plan(spec)
+        XCTAssertEqual(plans[5].recipe, "chameleon")
+        XCTAssertEqual(plans[5].seed, 1)
+        XCTAssertEqual(plans[5].steps, 20)
+        var expected = RecipeConfig.chameleon.model
+        expected.width = 64
+        XCTAssertEqual(plans[5].nonEmbeddingParameters, expected.nonEmbeddingParameterCount)
+        let tiny = try ExperimentConfig.load(file: "configs/tiny.yaml", overrides: [])
+        XCTAssertEqual(plans[5].tokens, 20 * tiny.train.batchSize * tiny.recipe.model.contextLength)
+        XCTAssert(Sweep.describe(plans).contains("sc-s-chameleon-1 | chameleon | 1 | \(expected.nonEmbeddingParameterCount) | 20 |"),
+                  Sweep.describe(plans))
+    }
+
+    func testPointsAloneWithoutAGrid() throws {
+        let spec = try SweepSpec.load(try sweepFile("name: p\nbase: configs/tiny.yaml\npoints:\n  - {name: a, overrides: [train.steps=10]}\n  - {name: b}\n"))
+        XCTAssertEqual(spec.points.map(\.name), ["p-a", "p-b"])
+        XCTAssertEqual(spec.points.map(\.overrides), [["train.steps=10"], []])
+    }
+
+    func testPointsAreLoadedStrictly() throws {
+        let unknown = try message("name: p\nbase: configs/tiny.yaml\npoints:\n  - {name: a, overides: [train.steps=10]}\n")
+        XCTAssert(unknown.contains("points[0]") && unknown.contains("overides") && unknown.contains("name, overrides"), unknown)
+        let unnamed = try message("name: p\nbase: configs/tiny.yaml\npoints:\n  - {overrides: [train.steps=10]}\n")
+        XCTAssert(unnamed.contains("points[0]") && unnamed.contains("name"), unnamed)
+        let twice = try message("name: p\nbase: configs/tiny.yaml\npoints:\n  - {name: a}\n  - {name: a}\n")
+        XCTAssert(twice.contains("points[1]") && twice.contains("'a'") && twice.contains("twice"), twice)
+        let notOverride = try message("name: p\nbase: configs/tiny.yaml\npoints:\n  - {name: a, overrides: [train.steps]}\n")
+        XCTAssert(notOverride.contains("points[0].overrides") && notOverride.contains("key=value"), notOverride)
+        let scalar = try message("name: p\nbase: configs/tiny.yaml\npoints: xs\n")
+        XCTAssert(scalar.contains("'points' must be a non-empty list"), scalar)
+        let neither = try message("name: p\nbase: configs/tiny.yaml\n")
+        XCTAssert(neither.contains("grid") && neither.contains("points"), neither)
+        let topLevel = try message("name: p\nbase: configs/tiny.yaml\npoint: []\n")
+        XCTAssert(topLevel.contains("'point'") && topLevel.contains("points"), topLevel)
+    }
+
+    func testEveryRunIsResolvedBeforeAnyStarts() throws {
+        let spec = try SweepSpec.load(try sweepFile("name: p\nbase: configs/tiny.yaml\npoints:\n  - {name: a}\n  - {name: b, overrides: [recipe.model.widht=64]}\n"))
+        let directory = NSTemporaryDirectory() + "fusion-sweep-run-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        XCTAssertThrowsError(try Sweep.run(spec, directory: directory, executable: "/bin/false")) {
+            XCTAssert("\($0)".contains("p-b") && "\($0)".contains("recipe.model.widht"), "\($0)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/runs/p-a"), "no run started before every config resolved")
+    }
+
+    /// configs/scaling.yaml: the three recipes × at least four sizes whose non-embedding parameters span at
+    /// least 10×, a token budget that grows with size, one seed, the same data and evaluation for all.
+    func testTheScalingSweepSpansTenfoldInParametersWithGrowingBudgets() throws {
+        let spec = try SweepSpec.load("configs/scaling.yaml")
+        let plans = try Sweep.plan(spec)
+        XCTAssertGreaterThanOrEqual(spec.namedPoints.count, 4)
+        XCTAssertEqual(Set(plans.map(\.recipe)), ["chameleon", "showo", "transfusion"])
+        XCTAssertEqual(plans.count, spec.namedPoints.count * 3)
+        for recipe in ["chameleon", "showo", "transfusion"] {
+            let sizes = plans.filter { $0.recipe == recipe }
+            XCTAssertEqual(sizes.count, spec.namedPoints.count)
+            let parameters = sizes.map(\.nonEmbeddingParameters), tokens = sizes.map(\.tokens)
+            XCTAssertGreaterThanOrEqual(Double(parameters.max()!) / Double(parameters.min()!), 10, "\(recipe): \(parameters)")
+            // Listed smallest first, and a larger model trains on more tokens.
+            XCTAssertEqual(parameters, parameters.sorted(), "\(recipe): points not in order of size")
+            XCTAssertEqual(tokens, tokens.sorted(), "\(recipe): token budget does not grow with size")
+            XCTAssertGreaterThan(tokens.last!, tokens.first!)
+        }
+        // Same data and evaluation sets for every run: only model size, budget, schedule and recipe vary.
+        let configs = try spec.points.map { try ExperimentConfig.load(file: spec.base, overrides: $0.overrides) }
+        for config in configs {
+            XCTAssertEqual(config.data, configs[0].data)
+            XCTAssertEqual(config.eval, configs[0].eval)
+            XCTAssertEqual(config.tokenizer, configs[0].tokenizer)
+            XCTAssertEqual(config.autoencoder, configs[0].autoencoder)
+        }
+    }
+
+    func testEveryAblationSweepResolves() throws {
+        let directory = "configs/ablations"
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".yaml") }.sorted()
+        XCTAssertGreaterThanOrEqual(files.count, 6, "\(files)")
+        for file in files {
+            let spec = try SweepSpec.load("\(directory)/\(file)")
+            let plans = try Sweep.plan(spec)
+            XCTAssertGreaterThanOrEqual(plans.count, 2, "\(file): an ablation compares at least two runs")
+            XCTAssertEqual(Set(plans.map(\.name)).count, plans.count, "\(file): run names repeat")
+            let configs = try spec.points.map { try ExperimentConfig.load(file: spec.base, overrides: $0.overrides) }
+            let resolved = try configs.map { try ConfigLoader.yaml($0) }
+            XCTAssertEqual(Set(resolved).count, resolved.count, "\(file): two runs with the same resolved config")
+        }
+    }
+}
