@@ -116,10 +116,10 @@ enum ScalingAnalysis {
     static func parity(reference a: PowerLawFit, other b: PowerLawFit, atFlops referenceFlops: Double) -> ParityOutcome {
         let x = log10(referenceFlops)
         guard b.slope < -1e-12 else {
-            return .noCrossing(String(format: "no crossing: the other fit does not fall with compute (slope %.3g ≥ 0), so no budget brings it to the reference level", b.slope))
+            return .noCrossing(String(format: "no crossing: B's fit does not fall with compute (slope %.3g ≥ 0)", b.slope))
         }
         let log10Ratio = (a.intercept - b.intercept + (a.slope - b.slope) * x) / b.slope
-        guard log10Ratio < 300 else { return .noCrossing("∞: the other fit reaches the reference level only beyond 10^300 × the reference budget") }
+        guard log10Ratio < 300 else { return .noCrossing("∞: B's fit reaches A's level only beyond 10^300 × C*") }
         let flopsNeeded = x + log10Ratio
         let extrapolated = flopsNeeded < log10(b.flopsRange.lowerBound) - 1e-9 || flopsNeeded > log10(b.flopsRange.upperBound) + 1e-9
         return .ratio(pow(10, log10Ratio), extrapolated: extrapolated)
