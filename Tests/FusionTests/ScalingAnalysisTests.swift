@@ -127,16 +127,13 @@ final class ScalingAnalysisTests: XCTestCase {
         XCTAssertEqual(result.fits.first { $0.metric == "fd_fmnist" }?.fit.slope ?? 0, log10(0.5), accuracy: 1e-12)
     }
 
-    /// A results file in the layout of DESIGN.md: three recipes at four budgets, two seeds each, with
-    /// exact power laws; `fusion analyze`'s code writes analysis.md and analysis.h5 and leaves the results alone.
-    func testAnalysisOfAResultsFileWritesMarkdownAndHDF5() throws {
-        let directory = NSTemporaryDirectory() + "fusion-analysis-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
+    /// Three recipes at four budgets (1e12 … 6.4e13), two seeds each, with exact power laws: fd_fmnist
+    /// (seed-dependent factor 1.02 / 0.98), text_ppl, a flat t2i_accuracy of 0.5 and caption error 1e2·C^−0.2;
+    /// each run with an earlier evaluation that must be ignored.
+    func writeSyntheticResults(to path: String) throws {
         let laws: [String: (fd: (Double, Double), ppl: (Double, Double))] = [
             "chameleon": ((1e4, -0.3), (900, -0.15)), "showo": ((3e4, -0.35), (800, -0.14)), "transfusion": ((2e3, -0.25), (1000, -0.16)),
         ]
-        let path = directory + "/results.h5"
         let results = try HDF5File.create(path)
         try results.root.setAttribute("git_commit", "abc")
         for (recipe, law) in laws {
@@ -158,6 +155,16 @@ final class ScalingAnalysisTests: XCTestCase {
             }
         }
         try results.close()
+    }
+
+    /// A results file in the layout of DESIGN.md: three recipes at four budgets, two seeds each, with
+    /// exact power laws; `fusion analyze`'s code writes analysis.md and analysis.h5 and leaves the results alone.
+    func testAnalysisOfAResultsFileWritesMarkdownAndHDF5() throws {
+        let directory = NSTemporaryDirectory() + "fusion-analysis-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/results.h5"
+        try writeSyntheticResults(to: path)
         let before = try Data(contentsOf: URL(fileURLWithPath: path))
         let (result, markdown) = try Analysis.run(results: path, to: directory + "/analysis")
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: path)), before, "the results file was modified")
@@ -215,5 +222,28 @@ final class ScalingAnalysisTests: XCTestCase {
         XCTAssertThrowsError(try Analysis.run(results: directory + "/nothing.h5", to: directory + "/analysis")) {
             XCTAssert("\($0)".contains("nothing.h5"), "\($0)")
         }
+    }
+
+    /// The command as a user runs it: `fusion analyze` prints the tables and names its files; a file it
+    /// cannot fit ends with status 1 and a message saying why; `fusion sweep --dry-run` lists the scaling runs.
+    func testTheAnalyzeCommand() throws {
+        let directory = NSTemporaryDirectory() + "fusion-analysis-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try writeSyntheticResults(to: directory + "/results.h5")
+        let analyzed = try FusionBinary.run(["analyze", directory + "/results.h5", "--out", directory + "/out"])
+        XCTAssertEqual(analyzed.status, 0, analyzed.output)
+        XCTAssert(analyzed.output.contains("## Fits") && analyzed.output.contains("## FLOP parity")
+                  && analyzed.output.contains(directory + "/out/analysis.h5"), analyzed.output)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: directory + "/out/analysis.md"))
+        // Default output directory: analysis/ beside the results.
+        XCTAssertEqual(try FusionBinary.run(["analyze", directory + "/results.h5"]).status, 0)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: directory + "/analysis/analysis.h5"))
+        let missing = try FusionBinary.run(["analyze", directory + "/missing.h5"])
+        XCTAssertEqual(missing.status, 1)
+        XCTAssert(missing.output.contains("fusion: ") && missing.output.contains("missing.h5"), missing.output)
+        let plan = try FusionBinary.run(["sweep", "configs/scaling.yaml", "--dry-run"])
+        XCTAssertEqual(plan.status, 0, plan.output)
+        XCTAssert(plan.output.contains("15 run(s)") && plan.output.contains("scaling-xl-transfusion-0 | transfusion | 0 |"), plan.output)
     }
 }
