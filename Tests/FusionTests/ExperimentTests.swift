@@ -169,5 +169,16 @@ final class ExperimentRunTests: XCTestCase {
         let images = try trained.sample(prompt: "a dark sneaker", count: 2, guidanceScale: 2, generator: &generator)
         XCTAssertEqual(images.shape, [2, 1, 32, 32])
         XCTAssertTrue(images.array.allSatisfy { (0...1).contains($0) })
+
+        // The same run through the command line, as a user goes on from train: eval, then sample.
+        let evaluated = try FusionBinary.run(["eval", root + "/run"])
+        XCTAssertEqual(evaluated.status, 0, evaluated.output)
+        XCTAssert(evaluated.output.contains("fd_fmnist") && evaluated.output.contains("caption_accuracy"), evaluated.output)
+        let sampled = try FusionBinary.run(["sample", root + "/run", "--prompt", "a light bag", "--count", "3", "--out", root + "/bag.png"])
+        XCTAssertEqual(sampled.status, 0, sampled.output)
+        let grid = try PNG.read(root + "/bag.png")
+        XCTAssert(grid.height >= 32 && grid.width >= 3 * 32, "a grid of three 32×32 images, got \(grid.width)×\(grid.height)")
+        let again = try FusionBinary.run(["sample", root + "/run", "--prompt", "a light bag", "--out", root + "/bag.png"])
+        XCTAssertNotEqual(again.status, 0, "an existing PNG is not replaced unasked")
     }
 }

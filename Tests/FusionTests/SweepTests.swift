@@ -126,4 +126,13 @@ final class SweepTests: XCTestCase {
             XCTAssertEqual(Set(resolved).count, resolved.count, "\(file): two runs with the same resolved config")
         }
     }
+
+    func testRunsThatDisagreeOnTheEvaluationSetsAreRefused() throws {
+        let path = NSTemporaryDirectory() + "fusion-sweep-eval-\(UUID().uuidString).yaml"
+        try "name: e\nbase: configs/tiny.yaml\ngrid:\n  eval.images: [20, 40]\n".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        XCTAssertThrowsError(try Sweep.plan(SweepSpec.load(path))) { error in
+            XCTAssert("\(error)".contains("evaluation sets") && "\(error)".contains("eval.images=40"), "\(error)")
+        }
+    }
 }

@@ -149,16 +149,27 @@ enum Sweep {
 
     /// Resolves every run's config (base + overrides) before anything starts, so that a typo in the last
     /// point fails now rather than hours into the sweep.
+    /// Every run resolved (so a bad key fails before anything starts), and checked to be scored on the
+    /// same evaluation sets: runs whose metrics are compared must see the same held-out data.
     static func plan(_ spec: SweepSpec) throws -> [Plan] {
-        try spec.points.map { point in
+        var evaluationSets: [(name: String, sets: String)] = []
+        let plans = try spec.points.map { point in
             let config: ExperimentConfig
             do { config = try ExperimentConfig.load(file: spec.base, overrides: point.overrides + ["name=\(point.name)"]) } catch {
                 throw ConfigurationError("sweep \(spec.name), run \(point.name) (overrides \(point.overrides.joined(separator: " "))): \(error)")
             }
+            evaluationSets.append((point.name, "eval.images=\(config.eval.images) eval.captions=\(config.eval.captions) "
+                                   + "eval.text_tokens=\(config.eval.textTokens)"))
             return Plan(name: point.name, recipe: config.recipe.recipe, seed: config.seed,
                         nonEmbeddingParameters: config.recipe.model.nonEmbeddingParameterCount, steps: config.train.steps,
                         tokens: config.train.steps * config.train.batchSize * config.recipe.model.contextLength)
         }
+        if let first = evaluationSets.first, let other = evaluationSets.first(where: { $0.sets != first.sets }) {
+            throw ConfigurationError("sweep \(spec.name): runs disagree on the evaluation sets (\(first.name): \(first.sets); "
+                                     + "\(other.name): \(other.sets)); their metrics would not be comparable. Set eval.images, "
+                                     + "eval.captions and eval.text_tokens once, in the base config or the sweep's overrides")
+        }
+        return plans
     }
 
     /// The plan as a table (fusion sweep --dry-run).
