@@ -49,12 +49,19 @@ public func swiglu(_ gate: Tensor, _ up: Tensor) -> Tensor {
     FlopCounter.add(5 * out.count)
     return out.recordGraph(inputs: [gate, up]) { _, g in
         let gy = g.data
-        let ga = gate.requiresGrad ? gate.gradientBuffer() : nil
-        let gb = up.requiresGrad ? up.gradientBuffer() : nil
+        // Fresh gradient buffers are stored into rather than zero-filled and added to.
+        let (ga, freshA) = gate.requiresGrad ? gate.gradientBufferForWriting() : (nil, false)
+        let (gb, freshB) = up.requiresGrad ? up.gradientBufferForWriting() : (nil, false)
         Parallel.forRanges(out.count, minimumPerThread: 4096) { r in
-            // Two branch-free loops rather than one with optional stores, so each vectorises.
-            if let ga { for i in r { let s = logistic(a[i]); ga[i] += gy[i] * b[i] * s * (1 + a[i] * (1 - s)) } }
-            if let gb { for i in r { gb[i] += gy[i] * a[i] * logistic(a[i]) } }
+            // Branch-free loops rather than one with optional stores, so each vectorises.
+            if let ga {
+                if freshA { for i in r { let s = logistic(a[i]); ga[i] = gy[i] * b[i] * s * (1 + a[i] * (1 - s)) } }
+                else { for i in r { let s = logistic(a[i]); ga[i] += gy[i] * b[i] * s * (1 + a[i] * (1 - s)) } }
+            }
+            if let gb {
+                if freshB { for i in r { gb[i] = gy[i] * a[i] * logistic(a[i]) } }
+                else { for i in r { gb[i] += gy[i] * a[i] * logistic(a[i]) } }
+            }
         }
     }
 }

@@ -21,15 +21,18 @@ public func linear(_ x: Tensor, _ weight: Tensor) -> Tensor {
     BLAS.sgemm(transA: false, transB: true, m: n, n: outFeatures, k: inFeatures,
                a: x.data, lda: inFeatures, b: weight.data, ldb: inFeatures, c: out.data, ldc: outFeatures)
     return out.recordGraph(inputs: [x, weight]) { _, g in
+        // A fresh gradient buffer is written with beta = 0 (no zero-fill, no read of zeros).
         if x.requiresGrad {  // dx[n, in] += dy[n, out] · W[out, in]
+            let (gx, fresh) = x.gradientBufferForWriting()
             BLAS.sgemm(transA: false, transB: false, m: n, n: inFeatures, k: outFeatures,
                        a: g.data, lda: outFeatures, b: weight.data, ldb: inFeatures,
-                       beta: 1, c: x.gradientBuffer(), ldc: inFeatures)
+                       beta: fresh ? 0 : 1, c: gx, ldc: inFeatures)
         }
         if weight.requiresGrad {  // dW[out, in] += dyᵀ[out, n] · x[n, in]
+            let (gw, fresh) = weight.gradientBufferForWriting()
             BLAS.sgemm(transA: true, transB: false, m: outFeatures, n: inFeatures, k: n,
                        a: g.data, lda: outFeatures, b: x.data, ldb: inFeatures,
-                       beta: 1, c: weight.gradientBuffer(), ldc: inFeatures)
+                       beta: fresh ? 0 : 1, c: gw, ldc: inFeatures)
         }
     }
 }

@@ -58,6 +58,13 @@ func addScaledExponentials(_ x: UnsafePointer<Float>, minus shift: Float, scale:
     for j in 0..<n { target[j] += scale * fastExp(x[j] - shift) }
 }
 
+/// target[i] = scale · exp(x[i] − shift) for i < n.
+@inline(__always)
+func storeScaledExponentials(_ x: UnsafePointer<Float>, minus shift: Float, scale: Float,
+                             into target: UnsafeMutablePointer<Float>, _ n: Int) {
+    for j in 0..<n { target[j] = scale * fastExp(x[j] - shift) }
+}
+
 /// Largest of n values (written as a select so that it vectorises; a NaN is not propagated).
 @inline(__always)
 func maximum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
