@@ -63,5 +63,9 @@ func runPeerComparison(ceiling: Double, rounds: Int, steps: Int) {
         let fMemory = fusion.map(\.peakResidentBytes).min()! / 1_048_576, tMemory = torch.map(\.peakResidentBytes).min()! / 1_048_576
         print(String(format: "%@   %15.0f   %16.0f   %5.2f×   %10.0f   %11.0f", size.name, f.tokensPerSecond, t.tokensPerSecond,
                      f.tokensPerSecond / t.tokensPerSecond, fMemory, tMemory))
+        record("peer", size.name, numbers: [("fusion_tokens_per_s", f.tokensPerSecond), ("pytorch_tokens_per_s", t.tokensPerSecond),
+                                            ("ratio", f.tokensPerSecond / t.tokensPerSecond),
+                                            ("fusion_peak_rss_bytes", fMemory * 1_048_576), ("pytorch_peak_rss_bytes", tMemory * 1_048_576),
+                                            ("rounds", Double(rounds)), ("steps", Double(steps))])
     }
 }

@@ -135,8 +135,7 @@ func blockedAttention(query q: Tensor, key k: Tensor, value v: Tensor, keyLow: [
                         for i in 0..<rows {  // dS = P ∘ (dP − Σ dP∘P); P is 0 on masked keys, so is dS
                             let pr = pBlock + i * t, dr = ds + i * width
                             let first = Int(lo[sequence * t + r0 + i]) - kLow, end = Int(hi[sequence * t + r0 + i]) - kLow
-                            var dot: Float = 0
-                            for j in first..<end { dot += dr[j] * pr[j] }
+                            let dot = Fusion.dot(dr + first, pr + first, end - first)
                             for j in 0..<first { dr[j] = 0 }
                             for j in first..<end { dr[j] = pr[j] * (dr[j] - dot) }
                             for j in end..<width { dr[j] = 0 }
@@ -213,8 +212,7 @@ func denseAttention(query q: Tensor, key k: Tensor, value v: Tensor, masks: [Att
                 Parallel.forRows(t, width: t) { rows in
                     for row in rows {
                         let pr = p + row * t, dr = ds + row * t
-                        var dot: Float = 0
-                        for j in 0..<t { dot += dr[j] * pr[j] }
+                        let dot = Fusion.dot(dr, pr, t)
                         for j in 0..<t { dr[j] = pr[j] * (dr[j] - dot) }
                     }
                 }

@@ -29,8 +29,7 @@ public func rmsNorm(_ x: Tensor, weight: Tensor?, epsilon: Float = 1e-6) -> Tens
     Parallel.forRanges(rows, minimumPerThread: max(1, 8192 / d)) { r in
         for row in r {
             let xr = xs + row * d, yr = ys + row * d
-            var sumSquares: Float = 0
-            for j in 0..<d { sumSquares += xr[j] * xr[j] }
+            let sumSquares = dot(xr, xr, d)
             let s = 1 / (sumSquares / Float(d) + epsilon).squareRoot()
             rstd.data[row] = s
             if let w { for j in 0..<d { yr[j] = xr[j] * s * w[j] } } else { for j in 0..<d { yr[j] = xr[j] * s } }
@@ -43,9 +42,8 @@ public func rmsNorm(_ x: Tensor, weight: Tensor?, epsilon: Float = 1e-6) -> Tens
         accumulateOverRows(rows: rows, width: d, into: gw) { r, partialW in
             for row in r {
                 let xr = xs + row * d, gy = g.data + row * d, s = rstd.data[row]
-                var dot: Float = 0  // Σ dy·w·x̂
-                if let w { for j in 0..<d { dot += gy[j] * w[j] * xr[j] } } else { for j in 0..<d { dot += gy[j] * xr[j] } }
-                dot *= s
+                // Σ dy·w·x̂
+                let dot = s * (w.map { Fusion.dot(gy, $0, xr, d) } ?? Fusion.dot(gy, xr, d))
                 if let partialW { for j in 0..<d { partialW[j] += gy[j] * xr[j] * s } }
                 if let gx {
                     let mean = dot / Float(d), gr = gx + row * d, s2mean = s * s * mean
