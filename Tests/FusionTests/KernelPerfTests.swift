@@ -146,3 +146,35 @@ final class KernelPerfTests: XCTestCase {
         }
     }
 }
+
+final class FusedProjectionPerfTests: XCTestCase {
+    func testStackedLinearMatchesSeparateProjections() {
+        let x = testTensor([2, 3, 4], seed: 20), w1 = testTensor([5, 4], seed: 21), w2 = testTensor([3, 4], seed: 22)
+        let cotangent = testTensor([2, 3, 8], seed: 23, requiresGrad: false)
+        func run(_ f: () -> Tensor) -> [Tensor] {
+            for t in [x, w1, w2] { t.zeroGrad() }
+            let y = f()
+            y.backward(gradient: cotangent)
+            return [y.detached().copy(), x.grad!.copy(), w1.grad!.copy(), w2.grad!.copy()]
+        }
+        let fused = run { linear(x, stacked: [w1, w2]) }
+        let oracle = run { concatenate([linear(x, w1), linear(x, w2)], axis: -1) }
+        for (a, b) in zip(fused, oracle) { assertClose(a, b, tolerance: 1e-5) }
+        assertGradientsMatch([x, w1, w2]) { linear($0[0], stacked: [$0[1], $0[2]]) }
+    }
+
+    func testSwigluOfStackedHalvesMatchesSwiglu() {
+        let x = testTensor([3, 2, 8], seed: 24, range: -3...3)
+        let cotangent = testTensor([3, 2, 4], seed: 25, requiresGrad: false)
+        func run(_ f: () -> Tensor) -> [Tensor] {
+            x.zeroGrad()
+            let y = f()
+            y.backward(gradient: cotangent)
+            return [y.detached().copy(), x.grad!.copy()]
+        }
+        let fused = run { swiglu(gateAndUp: x) }
+        let oracle = run { swiglu(x.narrow(axis: -1, start: 0, length: 4), x.narrow(axis: -1, start: 4, length: 4)) }
+        for (a, b) in zip(fused, oracle) { assertClose(a, b, tolerance: 1e-6) }
+        assertGradientsMatch([x]) { swiglu(gateAndUp: $0[0]) }
+    }
+}

@@ -55,7 +55,8 @@ public final class TransformerBlock: Module {
                 rotaryEmbedding(k, positions: positions, base: config.ropeBase), v)
     }
 
-    private func mlp(_ x: Tensor) -> Tensor { linear(swiglu(linear(x, wGate), linear(x, wUp)), wDown) }
+    /// wDown · (silu(wGate·x) ∘ wUp·x), the gate and up projections as one stacked sgemm.
+    private func mlp(_ x: Tensor) -> Tensor { linear(swiglu(gateAndUp: linear(x, stacked: [wGate, wUp])), wDown) }
 
     /// x [B, T, D] → [B, T, D] under one mask per sequence.
     func callAsFunction(_ x: Tensor, positions: [Int32], masks: [AttentionMask]) -> Tensor {

@@ -49,7 +49,7 @@ func sumOfExponentials(_ x: UnsafePointer<Float>, minus shift: Float, _ n: Int) 
     while j + 8 <= n { total += fastExp8(load8(x + j) - s); j += 8 }
     var rest: Float = 0
     while j < n { rest += fastExp(x[j] - shift); j += 1 }
-    return total.sum() + rest
+    return horizontalSum(total) + rest
 }
 
 /// target[i] += scale · exp(x[i] − shift) for i < n.
@@ -76,10 +76,30 @@ func storeScaledExponentials(_ x: UnsafePointer<Float>, minus shift: Float, scal
 @inline(__always)
 func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
 
+// Lane-wise max/min and horizontal sum/max written out: the standard library's generic
+// `pointwiseMax`, `clamped` and `sum()` were left as calls or scalar shuffles (seen in perf).
+@inline(__always)
+func max8(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> { a.replacing(with: b, where: b .> a) }
+@inline(__always)
+func min8(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> { a.replacing(with: b, where: b .< a) }
+@inline(__always)
+func horizontalSum(_ a: SIMD8<Float>) -> Float {
+    let h = a.lowHalf + a.highHalf, q = h.lowHalf + h.highHalf
+    return q[0] + q[1]
+}
+@inline(__always)
+func horizontalMax(_ a: SIMD8<Float>) -> Float {
+    let h = max4(a.lowHalf, a.highHalf)
+    let q = h.lowHalf.replacing(with: h.highHalf, where: h.highHalf .> h.lowHalf)
+    return q[1] > q[0] ? q[1] : q[0]
+}
+@inline(__always)
+private func max4(_ a: SIMD4<Float>, _ b: SIMD4<Float>) -> SIMD4<Float> { a.replacing(with: b, where: b .> a) }
+
 /// exp of eight lanes: `fastExp` lane by lane, in SIMD operations.
 @inline(__always)
 func fastExp8(_ input: SIMD8<Float>) -> SIMD8<Float> {
-    let x0 = input.clamped(lowerBound: SIMD8(repeating: -87.3), upperBound: SIMD8(repeating: 88.7))
+    let x0 = min8(max8(input, SIMD8(repeating: -87.3)), SIMD8(repeating: 88.7))
     let shifted = x0 * 1.44269504088896341 + 12_582_912
     let n = shifted - 12_582_912
     var x = x0 - n * 0.693359375
@@ -105,7 +125,7 @@ func sum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
     if j + 8 <= n { a += load8(x + j); j += 8 }
     var rest: Float = 0
     while j < n { rest += x[j]; j += 1 }
-    return (a + b).sum() + rest
+    return horizontalSum(a + b) + rest
 }
 
 /// Σ x[i]·y[i] for i < n.
@@ -116,7 +136,7 @@ func dot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ n: Int) -> Floa
     if j + 8 <= n { a += load8(x + j) * load8(y + j); j += 8 }
     var rest: Float = 0
     while j < n { rest += x[j] * y[j]; j += 1 }
-    return (a + b).sum() + rest
+    return horizontalSum(a + b) + rest
 }
 
 /// Σ x[i]·y[i]·w[i] for i < n.
@@ -126,15 +146,15 @@ func dot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ w: UnsafePointe
     while j + 8 <= n { a += load8(x + j) * load8(y + j) * load8(w + j); j += 8 }
     var rest: Float = 0
     while j < n { rest += x[j] * y[j] * w[j]; j += 1 }
-    return a.sum() + rest
+    return horizontalSum(a) + rest
 }
 
 /// Largest of n values (−∞ for none; a NaN is not propagated).
 @inline(__always)
 func maximum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
     var best8 = SIMD8<Float>(repeating: -.infinity), j = 0
-    while j + 8 <= n { best8 = pointwiseMax(best8, load8(x + j)); j += 8 }
-    var best = best8.max()
+    while j + 8 <= n { best8 = max8(best8, load8(x + j)); j += 8 }
+    var best = horizontalMax(best8)
     while j < n { best = x[j] > best ? x[j] : best; j += 1 }
     return best
 }
