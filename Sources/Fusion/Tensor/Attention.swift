@@ -37,15 +37,20 @@ public func attention(query q: Tensor, key k: Tensor, value v: Tensor, masks: [A
     return blockedAttention(query: q, key: k, value: v, keyLow: lo, keyHigh: hi)
 }
 
-/// Runs `body(pair, worker)` for pair in 0..<pairs, the pairs split in fixed contiguous chunks over
-/// the cores, OpenBLAS single-threaded meanwhile. Each pair's values do not depend on the split.
-private func forEachPair(_ pairs: Int, _ body: (_ pair: Int, _ worker: Int) -> Void) {
-    let workers = max(1, min(Parallel.threadCount, pairs))
-    if workers == 1 { for pair in 0..<pairs { body(pair, 0) }; return }
+/// Chunks of (sequence, head) pairs: several per core, so that a core lost to another process for a
+/// while leaves its later chunks to the other core instead of holding up the whole call.
+private func pairChunks(_ pairs: Int) -> Int { Parallel.threadCount <= 1 ? 1 : min(pairs, 8 * Parallel.threadCount) }
+
+/// Runs `body(pair, chunk)` for pair in 0..<pairs, in `pairChunks(pairs)` fixed contiguous chunks
+/// spread over the cores, OpenBLAS single-threaded meanwhile. Each pair's values do not depend on the
+/// split; `chunk` indexes per-chunk scratch memory.
+private func forEachPair(_ pairs: Int, _ body: (_ pair: Int, _ chunk: Int) -> Void) {
+    let chunks = pairChunks(pairs)
+    if chunks <= 1 { for pair in 0..<pairs { body(pair, 0) }; return }
     BLAS.singleThreaded {
         withoutActuallyEscaping(body) { body in
-            DispatchQueue.concurrentPerform(iterations: workers) { w in
-                for pair in (pairs * w / workers)..<(pairs * (w + 1) / workers) { body(pair, w) }
+            DispatchQueue.concurrentPerform(iterations: chunks) { c in
+                for pair in (pairs * c / chunks)..<(pairs * (c + 1) / chunks) { body(pair, c) }
             }
         }
     }
@@ -108,8 +113,7 @@ func blockedAttention(query q: Tensor, key k: Tensor, value v: Tensor, keyLow: [
         let (gq, freshQ) = q.requiresGrad ? q.gradientBufferForWriting() : (nil, false)
         let (gk, freshK) = k.requiresGrad ? k.gradientBufferForWriting() : (nil, false)
         let (gv, freshV) = v.requiresGrad ? v.gradientBufferForWriting() : (nil, false)
-        let workers = max(1, min(Parallel.threadCount, b * h))
-        let scratch = Tensor(uninitializedShape: [workers, blockRows, t])  // dP, then dS in place, per worker
+        let scratch = Tensor(uninitializedShape: [pairChunks(b * h), blockRows, t])  // dP, then dS in place, per chunk
         let gs = g.data, scratchData = scratch.data
         keyLow.withUnsafeBufferPointer { lo in
             keyHigh.withUnsafeBufferPointer { hi in
