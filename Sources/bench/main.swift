@@ -94,7 +94,7 @@ func forwardBackward(_ inputs: [Tensor], _ f: @escaping () -> Tensor) -> () -> V
 if mode == "step", let name = stepSize, let size = ReferenceSize.all.first(where: { $0.name == name }) {
     let r = measureTrainingStep(size, steps: stepsPerSize)
     print("RESULT size=\(name) seconds_per_step=\(r.secondsPerStep) tokens_per_s=\(r.tokensPerSecond) "
-          + "counted_flops=\(r.countedFlopsPerStep) peak_rss_bytes=\(r.peakResidentBytes)")
+          + "counted_flops=\(r.countedFlopsPerStep) peak_rss_bytes=\(r.peakResidentBytes) best_seconds_per_step=\(r.bestSecondsPerStep)")
     exit(0)
 }
 
