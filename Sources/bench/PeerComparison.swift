@@ -9,6 +9,8 @@ struct PeerMeasurement {
     let tokensPerSecond: Double
     let secondsPerStep: Double
     let peakResidentBytes: Double
+    /// The fastest single step (0 when the peer did not report it).
+    let bestSecondsPerStep: Double
 }
 
 /// Runs a command and parses its `RESULT key=value …` line.
@@ -41,7 +43,8 @@ func runMeasurement(_ executable: String, _ arguments: [String]) -> PeerMeasurem
         print("bench peer: no tokens_per_s/seconds_per_step/peak_rss_bytes in: \(line)")
         return nil
     }
-    return PeerMeasurement(tokensPerSecond: tokens, secondsPerStep: seconds, peakResidentBytes: peak)
+    return PeerMeasurement(tokensPerSecond: tokens, secondsPerStep: seconds, peakResidentBytes: peak,
+                           bestSecondsPerStep: values["best_seconds_per_step"] ?? 0)
 }
 
 func runPeerComparison(ceiling: Double, rounds: Int, steps: Int) {
@@ -51,7 +54,7 @@ func runPeerComparison(ceiling: Double, rounds: Int, steps: Int) {
         exit(2)
     }
     let me = Bundle.main.executablePath ?? CommandLine.arguments[0]
-    print("size   Fusion tokens/s   PyTorch tokens/s   ratio   Fusion MiB   PyTorch MiB   (best of \(rounds) alternating rounds, \(steps) steps each)")
+    print("size   Fusion tokens/s   PyTorch tokens/s   ratio   (fastest step: ratio)   Fusion MiB   PyTorch MiB   (best of \(rounds) alternating rounds, \(steps) steps each)")
     for size in ReferenceSize.all {
         var fusion: [PeerMeasurement] = [], torch: [PeerMeasurement] = []
         for _ in 0..<rounds {
@@ -61,7 +64,16 @@ func runPeerComparison(ceiling: Double, rounds: Int, steps: Int) {
         guard let f = fusion.max(by: { $0.tokensPerSecond < $1.tokensPerSecond }),
               let t = torch.max(by: { $0.tokensPerSecond < $1.tokensPerSecond }) else { continue }
         let fMemory = fusion.map(\.peakResidentBytes).min()! / 1_048_576, tMemory = torch.map(\.peakResidentBytes).min()! / 1_048_576
-        print(String(format: "%@   %15.0f   %16.0f   %5.2f×   %10.0f   %11.0f", size.name, f.tokensPerSecond, t.tokensPerSecond,
-                     f.tokensPerSecond / t.tokensPerSecond, fMemory, tMemory))
+        // Also the fastest single step of each side over all rounds: the least disturbed figure when
+        // other processes share the cores (PyTorch's OpenMP threads suffer most from that).
+        let fBest = fusion.map(\.bestSecondsPerStep).filter { $0 > 0 }.min() ?? f.secondsPerStep
+        let tBest = torch.map(\.bestSecondsPerStep).filter { $0 > 0 }.min() ?? t.secondsPerStep
+        print(String(format: "%@   %15.0f   %16.0f   %5.2f×   %19.2f×   %10.0f   %11.0f", size.name, f.tokensPerSecond, t.tokensPerSecond,
+                     f.tokensPerSecond / t.tokensPerSecond, tBest / fBest, fMemory, tMemory))
+        record("peer", size.name, numbers: [("fusion_tokens_per_s", f.tokensPerSecond), ("pytorch_tokens_per_s", t.tokensPerSecond),
+                                            ("ratio", f.tokensPerSecond / t.tokensPerSecond), ("ratio_fastest_step", tBest / fBest),
+                                            ("fusion_best_seconds_per_step", fBest), ("pytorch_best_seconds_per_step", tBest),
+                                            ("fusion_peak_rss_bytes", fMemory * 1_048_576), ("pytorch_peak_rss_bytes", tMemory * 1_048_576),
+                                            ("rounds", Double(rounds)), ("steps", Double(steps))])
     }
 }

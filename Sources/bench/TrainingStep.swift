@@ -35,6 +35,8 @@ struct StepResult {
     let countedFlopsPerStep: Int64
     let estimatedFlopsPerStep: Double  // 6·N·D with N non-embedding parameters
     let peakResidentBytes: Int
+    /// The fastest of the timed steps: on a shared machine, the least disturbed one.
+    var bestSecondsPerStep: Double = 0
     var tokensPerSecond: Double { Double(size.batch * ReferenceSize.context) / secondsPerStep }
 }
 
@@ -85,7 +87,7 @@ func measureTrainingStep(_ size: ReferenceSize, steps: Int) -> StepResult {
     times.sort()
     let estimated = 6 * Double(config.nonEmbeddingParameterCount) * Double(b * t)
     return StepResult(size: size, secondsPerStep: times[times.count / 2], countedFlopsPerStep: flops,
-                      estimatedFlopsPerStep: estimated, peakResidentBytes: peakResidentBytes())
+                      estimatedFlopsPerStep: estimated, peakResidentBytes: peakResidentBytes(), bestSecondsPerStep: times[0])
 }
 
 func printStepHeader() {

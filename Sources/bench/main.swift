@@ -7,6 +7,9 @@
 //   swift run -c release bench step L          # one training step size alone (its peak memory is its own)
 //   swift run -c release bench peer            # Fusion vs PyTorch, alternating, one process per run
 //                                              # (needs scripts/peers/setup once)
+//   swift run -c release bench recipe          # each recipe's training step at S, M, L ("recipe showo L"
+//                                              # filters), and image sampling at its defaults ("sample")
+//   … --out runs/bench/bench.h5                # also write every figure to HDF5 (BenchResults.swift)
 //
 // Every kernel is timed forward + backward where it has one; FLOPs are the ones the kernels count
 // themselves (FlopCounter), so the share is "useful FLOP/s ÷ best sgemm FLOP/s". Ratios, not times,
@@ -20,9 +23,10 @@ var stepsPerSize = 5
 var rounds = 3
 var mode = "all"
 var stepSize: String? = nil
+var outputPath: String? = nil
 var arguments = CommandLine.arguments.dropFirst()
 func usage() -> Never {
-    print("usage: bench [--seconds S] [--steps N] [NAME-FILTER ...] | bench step S|M|L [--steps N] | bench peer [--rounds R] [--steps N]")
+    print("usage: bench [--seconds S] [--steps N] [--out FILE.h5] [NAME-FILTER ...] | bench step S|M|L [--steps N] | bench peer [--rounds R] [--steps N] [--out FILE.h5]")
     exit(2)
 }
 if arguments.first == "step" || arguments.first == "peer" { mode = arguments.removeFirst() }
@@ -37,6 +41,9 @@ while let argument = arguments.popFirst() {
             print("bench: \(argument) needs a positive number"); exit(2)
         }
         if argument == "--seconds" { secondsPerKernel = value } else if argument == "--steps" { stepsPerSize = Int(value) } else { rounds = Int(value) }
+    case "--out":
+        guard let path = arguments.popFirst() else { print("bench: --out needs a file path"); exit(2) }
+        outputPath = path
     case "-h", "--help": usage()
     default:
         guard mode == "all" else { usage() }
@@ -87,7 +94,7 @@ func forwardBackward(_ inputs: [Tensor], _ f: @escaping () -> Tensor) -> () -> V
 if mode == "step", let name = stepSize, let size = ReferenceSize.all.first(where: { $0.name == name }) {
     let r = measureTrainingStep(size, steps: stepsPerSize)
     print("RESULT size=\(name) seconds_per_step=\(r.secondsPerStep) tokens_per_s=\(r.tokensPerSecond) "
-          + "counted_flops=\(r.countedFlopsPerStep) peak_rss_bytes=\(r.peakResidentBytes)")
+          + "counted_flops=\(r.countedFlopsPerStep) peak_rss_bytes=\(r.peakResidentBytes) best_seconds_per_step=\(r.bestSecondsPerStep)")
     exit(0)
 }
 
@@ -102,11 +109,21 @@ for n in [512, 1024, 2048] {
     }
     let rate = Double(flops) / seconds / 1e9
     ceiling = max(ceiling, rate)
+    record("ceiling", "", numbers: [("n", Double(n)), ("gflops", rate)])
     print(String(format: "sgemm %4d³                          %8.1f GFLOP/s", n, rate))
 }
 print(String(format: "ceiling (best sgemm)                 %8.1f GFLOP/s\n", ceiling))
 
-if mode == "peer" { runPeerComparison(ceiling: ceiling, rounds: rounds, steps: stepsPerSize); exit(0) }
+/// Writes the HDF5 file when `--out` was given.
+func finish() {
+    guard let outputPath else { return }
+    do { try writeBenchResults(to: outputPath, ceiling: ceiling) } catch {
+        print("bench: could not write \(outputPath): \(error)")
+        exit(1)
+    }
+}
+
+if mode == "peer" { runPeerComparison(ceiling: ceiling, rounds: rounds, steps: stepsPerSize); finish(); exit(0) }
 
 // MARK: - Kernels
 
@@ -133,10 +150,14 @@ for (b, h, dh) in [(16, 4, 32), (16, 8, 32), (8, 8, 64)] {
     for i in 0..<t { documents[i] = i < t / 2 ? 0 : 1 }
     for i in 32..<96 { spans[i] = 0 }
     for i in 160..<224 { spans[i] = 0 }
+    let packedCausal = Array(repeating: AttentionMask(documentIDs: documents), count: b)
     let packed = Array(repeating: AttentionMask(documentIDs: documents, spanIDs: spans), count: b)
-    for (kind, masks) in [("causal", causal), ("packed+image spans", packed)] {
+    let full = Array(repeating: AttentionMask(documentIDs: [Int32](repeating: 0, count: t), spanIDs: [Int32](repeating: 0, count: t)), count: b)
+    for (kind, masks) in [("causal", causal), ("packed docs", packedCausal), ("packed+image spans", packed), ("bidirectional", full)] {
         kernels.append(Kernel(name: "attention B=\(b) T=\(t) H=\(h) Dh=\(dh) \(kind) fwd+bwd",
                               run: forwardBackward([q, k, v]) { attention(query: q, key: k, value: v, masks: masks) }))
+        kernels.append(Kernel(name: "attention B=\(b) T=\(t) H=\(h) Dh=\(dh) \(kind) fwd",
+                              run: { _ = withoutGradients { attention(query: q, key: k, value: v, masks: masks) } }))
     }
 }
 
@@ -176,6 +197,8 @@ for kernel in kernels where filters.isEmpty || filters.contains(where: { kernel.
     let rate = Double(flops) / seconds / 1e9
     let padded = kernel.name.padding(toLength: 60, withPad: " ", startingAt: 0)
     print(String(format: "%@ %8.2f %10.1f %10.1f %%", padded, seconds * 1e3, rate, 100 * rate / ceiling))
+    record("kernels", "", numbers: [("milliseconds", seconds * 1e3), ("gflops", rate), ("share_of_ceiling", rate / ceiling)],
+           strings: [("name", kernel.name)])
 }
 
 // MARK: - Training steps
@@ -184,5 +207,47 @@ let sizes = ReferenceSize.all.filter { size in filters.isEmpty || filters.contai
 if !sizes.isEmpty {
     print("")
     printStepHeader()
-    for size in sizes { printStep(measureTrainingStep(size, steps: stepsPerSize), ceiling: ceiling) }
+    for size in sizes {
+        let r = measureTrainingStep(size, steps: stepsPerSize)
+        printStep(r, ceiling: ceiling)
+        record("steps", size.name, numbers: [("width", Double(size.width)), ("layers", Double(size.layers)), ("heads", Double(size.heads)),
+                                             ("batch", Double(size.batch))]
+               + stepNumbers(seconds: r.secondsPerStep, tokens: size.batch * ReferenceSize.context, flops: r.countedFlopsPerStep,
+                             estimated: r.estimatedFlopsPerStep, peak: r.peakResidentBytes, ceiling: ceiling))
+    }
 }
+
+// MARK: - Recipes: training steps and sampling
+
+let recipeRuns = RecipeConfig.presetNames.flatMap { recipe in ReferenceSize.all.map { (recipe, $0) } }.filter { recipe, size in
+    filters.isEmpty || filters.contains { "recipe \(recipe) \(size.name)".lowercased().contains($0) }
+}
+if !recipeRuns.isEmpty {
+    print("")
+    printRecipeStepHeader()
+    for (recipe, size) in recipeRuns {
+        let r = measureRecipeStep(recipe, size: size, steps: stepsPerSize)
+        printRecipeStep(r, ceiling: ceiling)
+        record("recipe_steps", "\(recipe)_\(size.name)",
+               numbers: [("width", Double(size.width)), ("layers", Double(size.layers)), ("heads", Double(size.heads)),
+                         ("batch", Double(size.batch))]
+               + stepNumbers(seconds: r.secondsPerStep, tokens: r.tokens, flops: r.countedFlopsPerStep,
+                             estimated: r.estimatedFlopsPerStep, peak: r.peakResidentBytes, ceiling: ceiling),
+               strings: [("recipe", recipe), ("size", size.name)])
+    }
+}
+
+let samplingRuns = RecipeConfig.presetNames.filter { recipe in filters.isEmpty || filters.contains { "sample \(recipe)".contains($0) } }
+if !samplingRuns.isEmpty {
+    print("")
+    printSamplingHeader()
+    for recipe in samplingRuns {
+        let r = measureSampling(recipe, repeats: 2)
+        printSampling(r)
+        record("sampling", recipe, numbers: [("images", Double(r.images)), ("forward_passes", Double(r.forwardPasses)),
+                                             ("seconds_per_image", r.secondsPerImage),
+                                             ("gflops", Double(r.countedFlops) / r.seconds / 1e9)],
+               strings: [("recipe", recipe), ("method", r.method)])
+    }
+}
+finish()

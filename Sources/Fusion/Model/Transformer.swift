@@ -55,7 +55,8 @@ public final class TransformerBlock: Module {
                 rotaryEmbedding(k, positions: positions, base: config.ropeBase), v)
     }
 
-    private func mlp(_ x: Tensor) -> Tensor { linear(swiglu(linear(x, wGate), linear(x, wUp)), wDown) }
+    /// wDown · (silu(wGate·x) ∘ wUp·x), the gate and up projections as one stacked sgemm.
+    private func mlp(_ x: Tensor) -> Tensor { linear(swiglu(gateAndUp: linear(x, stacked: [wGate, wUp])), wDown) }
 
     /// x [B, T, D] → [B, T, D] under one mask per sequence.
     func callAsFunction(_ x: Tensor, positions: [Int32], masks: [AttentionMask]) -> Tensor {
@@ -86,6 +87,9 @@ public final class Transformer: Module {
     let finalNorm: Tensor  // [D]
     /// [V, D]: logits = hidden · outputHeadᵀ (untied from the input embedding, as Llama).
     public let outputHead: Tensor
+    /// Forward passes run so far (full or cached `hiddenStates` calls): what the sampling benchmark
+    /// reports per generated image. Not a parameter, not saved.
+    public internal(set) var forwardPasses = 0
 
     public init(config: TransformerConfig, generator: inout RandomGenerator) {
         precondition((try? config.validate()) != nil, "Transformer: invalid configuration \(config); call validate() first")
@@ -110,6 +114,7 @@ public final class Transformer: Module {
                    "Transformer: inputs \(inputs.shape) must be [B, T, \(config.width)]")
         checkShape(inputs.shape[1] <= config.contextLength,
                    "Transformer: sequence of \(inputs.shape[1]) positions is longer than the context (\(config.contextLength))")
+        forwardPasses += 1
         var x = inputs
         for block in blocks { x = block(x, positions: positions, masks: masks) }
         return rmsNorm(x, weight: finalNorm)
@@ -130,6 +135,7 @@ public final class Transformer: Module {
             let tn = inputs.shape[1]
             precondition(cache.length + tn <= cache.capacity,
                          "Transformer: \(cache.length) cached + \(tn) new positions exceed the cache (\(cache.capacity))")
+            forwardPasses += 1
             var x = inputs
             for (layer, block) in blocks.enumerated() {
                 x = block(x, positions: positions, cache: cache, layer: layer, newTokens: newTokens, valid: valid)

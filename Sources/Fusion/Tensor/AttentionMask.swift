@@ -43,6 +43,43 @@ public struct AttentionMask: Equatable {
         }
     }
 
+    /// The keys each query may attend to as one interval per row, `lo[i]..<hi[i]`, when the mask is
+    /// exactly that: every document one contiguous run of positions and every (document, span) pair one
+    /// contiguous run inside it. Then row i allows [start of its document, max(i + 1, end of its span)),
+    /// and a padding row [i, i + 1). Nil for any other layout (the attention kernel then falls back to
+    /// the dense bias). O(T), so it is recomputed per call rather than cached.
+    func keyIntervals() -> (lo: [Int32], hi: [Int32])? {
+        let t = length
+        var lo = [Int32](repeating: 0, count: t), hi = [Int32](repeating: 0, count: t)
+        var finishedDocuments = Set<Int32>(), finishedSpans = Set<Int64>()
+        var i = 0
+        while i < t {
+            let document = documentIDs[i]
+            var end = i + 1
+            while end < t && documentIDs[end] == document { end += 1 }
+            if document < 0 {
+                for p in i..<end { lo[p] = Int32(p); hi[p] = Int32(p + 1) }
+            } else {
+                guard finishedDocuments.insert(document).inserted else { return nil }
+                finishedSpans.removeAll(keepingCapacity: true)
+                var p = i
+                while p < end {  // runs of equal span id inside the document
+                    let span = spanIDs[p]
+                    var spanEnd = p + 1
+                    while spanEnd < end && spanIDs[spanEnd] == span { spanEnd += 1 }
+                    if span >= 0 { guard finishedSpans.insert(Int64(span)).inserted else { return nil } }
+                    for q in p..<spanEnd {
+                        lo[q] = Int32(i)
+                        hi[q] = Int32(span >= 0 ? spanEnd : q + 1)
+                    }
+                    p = spanEnd
+                }
+            }
+            i = end
+        }
+        return (lo, hi)
+    }
+
     /// A picture of the mask, one row per query: "x" where it may attend, "." where not.
     public var picture: String {
         (0..<length).map { i in String((0..<length).map { allows(query: i, key: $0) ? "x" : "." }) }

@@ -15,6 +15,28 @@ public enum BLAS {
                     beta, c, blasint(ldc))
     }
 
+    /// sgemm without touching `FlopCounter` (which is not thread-safe): for kernels that call BLAS from
+    /// several threads at once and count their FLOPs themselves, once, on the calling thread.
+    @inline(__always)
+    static func sgemmUncounted(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                               alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
+                               b: UnsafePointer<Float>, ldb: Int,
+                               beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb),
+                    beta, c, blasint(ldc))
+    }
+
+    /// Runs `body` with OpenBLAS on one thread, so that `body` may call sgemm from several threads of
+    /// its own (each call then runs on its caller's thread; OpenBLAS splits only m and n, never k, so
+    /// a product's values do not depend on how many threads computed it).
+    static func singleThreaded<R>(_ body: () throws -> R) rethrows -> R {
+        let previous = threadCount
+        if previous != 1 { threadCount = 1 }
+        defer { if previous != 1 { threadCount = previous } }
+        return try body()
+    }
+
     /// `count` independent products, the i-th reading A + i·strideA, B + i·strideB, writing C + i·strideC.
     public static func sgemmBatched(count: Int, transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
                                     alpha: Float = 1, a: UnsafePointer<Float>, lda: Int, strideA: Int,

@@ -53,6 +53,13 @@ private func binary(_ kind: BinaryKind, _ a: Tensor, _ b: Tensor, name: String) 
         }
         switch kind {
         case .add:
+            // Same shapes (the residual stream): the output's gradient, dropped after this rule, is
+            // handed over to b (the last reader) instead of being copied.
+            if a.shape == outShape && b.shape == outShape {
+                if a.requiresGrad { a.accumulateGradient(g, handingOver: !b.requiresGrad) }
+                if b.requiresGrad { b.accumulateGradient(g, handingOver: true) }
+                return
+            }
             if a.requiresGrad { a.accumulateBroadcastGradient(g) }
             if b.requiresGrad { b.accumulateBroadcastGradient(g) }
         case .subtract:

@@ -34,13 +34,20 @@ public func crossEntropy(_ logits: Tensor, targets: [Int32], ignoreIndex: Int32 
     FlopCounter.add(4 * logits.count)
     let out = Tensor(scalar: counted == 0 ? 0 : Float(total / Double(counted)))
     return out.recordGraph(inputs: [logits]) { _, g in
-        let gx = logits.gradientBuffer(), scale = g.data[0] / Float(max(counted, 1))
+        // A fresh gradient buffer is stored into (ignored rows get zeros) instead of zero-filled first.
+        let (gx, fresh) = logits.gradientBufferForWriting(), scale = g.data[0] / Float(max(counted, 1))
         targets.withUnsafeBufferPointer { targets in
             Parallel.forRows(rows, width: v) { r in
-                for row in r where targets[row] != ignoreIndex {
-                    let xr = x + row * v, gr = gx + row * v, logZ = logNormalizer.data[row]
+                for row in r {
+                    let gr = gx + row * v
+                    guard targets[row] != ignoreIndex else {
+                        if fresh { gr.update(repeating: 0, count: v) }
+                        continue
+                    }
+                    let xr = x + row * v, logZ = logNormalizer.data[row]
                     let factor = scale * (1 + 2 * zLoss * logZ)
-                    addScaledExponentials(xr, minus: logZ, scale: factor, into: gr, v)
+                    if fresh { storeScaledExponentials(xr, minus: logZ, scale: factor, into: gr, v) }
+                    else { addScaledExponentials(xr, minus: logZ, scale: factor, into: gr, v) }
                     gr[Int(targets[row])] -= scale
                 }
             }

@@ -29,8 +29,7 @@ public func rmsNorm(_ x: Tensor, weight: Tensor?, epsilon: Float = 1e-6) -> Tens
     Parallel.forRanges(rows, minimumPerThread: max(1, 8192 / d)) { r in
         for row in r {
             let xr = xs + row * d, yr = ys + row * d
-            var sumSquares: Float = 0
-            for j in 0..<d { sumSquares += xr[j] * xr[j] }
+            let sumSquares = dot(xr, xr, d)
             let s = 1 / (sumSquares / Float(d) + epsilon).squareRoot()
             rstd.data[row] = s
             if let w { for j in 0..<d { yr[j] = xr[j] * s * w[j] } } else { for j in 0..<d { yr[j] = xr[j] * s } }
@@ -38,17 +37,23 @@ public func rmsNorm(_ x: Tensor, weight: Tensor?, epsilon: Float = 1e-6) -> Tens
     }
     FlopCounter.add(4 * x.count)
     return out.recordGraph(inputs: weight.map { [x, $0] } ?? [x]) { _, g in
-        let gx = x.requiresGrad ? x.gradientBuffer() : nil
+        let (gx, freshX) = x.requiresGrad ? x.gradientBufferForWriting() : (nil, false)
         let gw = weight?.requiresGrad == true ? weight!.gradientBuffer() : nil
         accumulateOverRows(rows: rows, width: d, into: gw) { r, partialW in
             for row in r {
                 let xr = xs + row * d, gy = g.data + row * d, s = rstd.data[row]
-                var dot: Float = 0  // Σ dy·w·x̂
-                for j in 0..<d { dot += gy[j] * (w?[j] ?? 1) * xr[j] * s }
+                // Σ dy·w·x̂
+                let dot = s * (w.map { Fusion.dot(gy, $0, xr, d) } ?? Fusion.dot(gy, xr, d))
                 if let partialW { for j in 0..<d { partialW[j] += gy[j] * xr[j] * s } }
                 if let gx {
-                    let mean = dot / Float(d), gr = gx + row * d
-                    for j in 0..<d { gr[j] += s * (gy[j] * (w?[j] ?? 1) - xr[j] * s * mean) }
+                    let mean = dot / Float(d), gr = gx + row * d, s2mean = s * s * mean
+                    // Fresh: store (no zero-fill); otherwise add. With or without a weight: four loops, each vectorised.
+                    switch (freshX, w) {
+                    case (true, let w?): for j in 0..<d { gr[j] = s * gy[j] * w[j] - xr[j] * s2mean }
+                    case (false, let w?): for j in 0..<d { gr[j] += s * gy[j] * w[j] - xr[j] * s2mean }
+                    case (true, nil): for j in 0..<d { gr[j] = s * gy[j] - xr[j] * s2mean }
+                    case (false, nil): for j in 0..<d { gr[j] += s * gy[j] - xr[j] * s2mean }
+                    }
                 }
             }
         }

@@ -19,10 +19,13 @@ public enum Parallel {
             if count > 0 { body(0..<count) }
             return
         }
+        // Up to four chunks per thread: the cores are shared, and a thread that loses its core for a
+        // while then leaves its later chunks to the other instead of holding up the whole pass. Every
+        // body is element- or row-wise, so where the chunks fall never changes a value.
+        let chunks = min(4 * threads, max(threads, count / max(minimumPerThread / 4, 1)))
         withoutActuallyEscaping(body) { body in
-            DispatchQueue.concurrentPerform(iterations: threads) { t in
-                let start = count * t / threads, end = count * (t + 1) / threads
-                body(start..<end)
+            DispatchQueue.concurrentPerform(iterations: chunks) { c in
+                body((count * c / chunks)..<(count * (c + 1) / chunks))
             }
         }
     }

@@ -11,34 +11,31 @@ public func rotaryEmbedding(_ x: Tensor, positions: [Int32], base: Float = 10_00
     checkShape(positions.count == b * t || positions.count == t,
                "rotaryEmbedding: \(positions.count) positions for B·T = \(b)·\(t)")
     let half = dh / 2
-    // Per-token cos/sin tables [B·T, Dh/2]; rebuilt per call because positions vary per batch.
-    let cosines = Tensor(uninitializedShape: [b * t, half]), sines = Tensor(uninitializedShape: [b * t, half])
-    var frequencies = [Float](repeating: 0, count: half)
-    for i in 0..<half { frequencies[i] = Foundation.pow(base, -2 * Float(i) / Float(dh)) }
-    for token in 0..<(b * t) {
-        let p = Float(positions[positions.count == t ? token % t : token])
-        for i in 0..<half {
-            cosines.data[token * half + i] = Foundation.cos(p * frequencies[i])
-            sines.data[token * half + i] = Foundation.sin(p * frequencies[i])
-        }
-    }
+    // cos/sin of every position up to the largest asked for [P, Dh/2], cached per (base, Dh): every
+    // layer's queries and keys of a step use the same positions, and a position's angles never change.
+    let (cosines, sines) = RotaryTables.shared.tables(base: base, headWidth: dh, positions: positions)
     let out = Tensor(uninitializedShape: x.shape)
-    rotate(x.data, into: out.data, tokens: b * t, heads: h, headWidth: dh, cosines.data, sines.data, inverse: false,
-           accumulate: false)
+    rotate(x.data, into: out.data, tokens: b * t, heads: h, headWidth: dh, positions: positions, perSequence: positions.count == t ? t : 0,
+           cosines.data, sines.data, inverse: false, accumulate: false)
     FlopCounter.add(3 * x.count)
     return out.recordGraph(inputs: [x]) { _, g in
-        rotate(g.data, into: x.gradientBuffer(), tokens: b * t, heads: h, headWidth: dh, cosines.data, sines.data,
-               inverse: true, accumulate: true)
+        let (gx, fresh) = x.gradientBufferForWriting()
+        rotate(g.data, into: gx, tokens: b * t, heads: h, headWidth: dh, positions: positions, perSequence: positions.count == t ? t : 0,
+               cosines.data, sines.data, inverse: true, accumulate: !fresh)
+        withExtendedLifetime((cosines, sines)) {}
     }
 }
 
+/// Rotates `tokens` rows of H heads; token n uses the table row of position positions[n] (or
+/// positions[n % perSequence] when the positions are shared by every sequence, perSequence = T).
 private func rotate(_ source: UnsafePointer<Float>, into target: UnsafeMutablePointer<Float>,
-                    tokens: Int, heads: Int, headWidth: Int,
+                    tokens: Int, heads: Int, headWidth: Int, positions: [Int32], perSequence: Int,
                     _ cosines: UnsafePointer<Float>, _ sines: UnsafePointer<Float>, inverse: Bool, accumulate: Bool) {
     let half = headWidth / 2, sign: Float = inverse ? -1 : 1
     Parallel.forRanges(tokens, minimumPerThread: max(1, 8192 / (heads * headWidth))) { r in
         for token in r {
-            let c = cosines + token * half, s = sines + token * half
+            let position = Int(positions[perSequence > 0 ? token % perSequence : token])
+            let c = cosines + position * half, s = sines + position * half
             for head in 0..<heads {
                 let x = source + (token * heads + head) * headWidth, y = target + (token * heads + head) * headWidth
                 for i in 0..<half {
@@ -48,5 +45,40 @@ private func rotate(_ source: UnsafePointer<Float>, into target: UnsafeMutablePo
                 }
             }
         }
+    }
+}
+
+/// The cos/sin tables of RoPE, per (base, Dh), grown to the largest position seen. A grown table is a
+/// new pair of tensors (rules recorded earlier keep the old ones), and entry p is computed the same
+/// way whatever the table's size, so results do not depend on the order of calls.
+final class RotaryTables: @unchecked Sendable {
+    static let shared = RotaryTables()
+    private struct Key: Hashable { let base: Float, headWidth: Int }
+    private var tables: [Key: (cos: Tensor, sin: Tensor)] = [:]
+    private let lock = NSLock()
+
+    func tables(base: Float, headWidth: Int, positions: [Int32]) -> (cos: Tensor, sin: Tensor) {
+        var largest: Int32 = 0
+        for p in positions {
+            precondition(p >= 0, "rotaryEmbedding: position \(p) is negative")
+            largest = max(largest, p)
+        }
+        let key = Key(base: base, headWidth: headWidth), half = headWidth / 2
+        lock.lock()
+        defer { lock.unlock() }
+        if let existing = tables[key], existing.cos.shape[0] > Int(largest) { return existing }
+        let count = max(Int(largest) + 1, 2 * (tables[key]?.cos.shape[0] ?? 0), 256)
+        let cosines = Tensor(uninitializedShape: [count, half]), sines = Tensor(uninitializedShape: [count, half])
+        var frequencies = [Float](repeating: 0, count: half)
+        for i in 0..<half { frequencies[i] = Foundation.pow(base, -2 * Float(i) / Float(headWidth)) }
+        for position in 0..<count {
+            let p = Float(position)
+            for i in 0..<half {
+                cosines.data[position * half + i] = Foundation.cos(p * frequencies[i])
+                sines.data[position * half + i] = Foundation.sin(p * frequencies[i])
+            }
+        }
+        tables[key] = (cosines, sines)
+        return (cosines, sines)
     }
 }

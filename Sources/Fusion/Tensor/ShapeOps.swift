@@ -14,10 +14,8 @@ extension Tensor {
         checkShape(resolved.reduce(1, *) == count,
                    "reshape of \(name ?? "tensor") with shape \(shape) (\(count) elements) to \(newShape)")
         let out = Tensor(storage: storage, shape: resolved)
-        return out.recordGraph(inputs: [self]) { _, g in
-            let gx = self.gradientBuffer()
-            Parallel.forRanges(self.count) { r in for i in r { gx[i] += g.data[i] } }
-        }
+        // The output's gradient is dropped right after this rule: hand its buffer over instead of copying.
+        return out.recordGraph(inputs: [self]) { _, g in self.accumulateGradient(g, handingOver: true) }
     }
 
     /// Dimensions reordered: output dimension d is input dimension `order[d]` (like torch.permute).

@@ -28,8 +28,7 @@ extension Tensor {
             Parallel.forRows(rows, width: n) { r in
                 for row in r {
                     let o = row * n
-                    var dot: Float = 0
-                    for j in 0..<n { dot += gy[o + j] * y[o + j] }
+                    let dot = Fusion.dot(gy + o, y + o, n)
                     for j in 0..<n { gx[o + j] += y[o + j] * (gy[o + j] - dot) }
                 }
             }
@@ -55,8 +54,7 @@ extension Tensor {
             Parallel.forRows(rows, width: n) { r in
                 for row in r {
                     let o = row * n
-                    var total: Float = 0
-                    for j in 0..<n { total += gy[o + j] }
+                    let total = Fusion.sum(gy + o, n)
                     for j in 0..<n { gx[o + j] += gy[o + j] }
                     addScaledExponentials(y + o, minus: 0, scale: -total, into: gx + o, n)
                 }

@@ -184,6 +184,36 @@ public final class Tensor {
         grad = g
         return g.data
     }
+
+    /// The gradient buffer for a rule that writes every element of its contribution: when no gradient
+    /// exists yet it is allocated uninitialised and `fresh` is true (the rule must store, not add:
+    /// sgemm with beta 0, `=` instead of `+=`), saving the zero-fill and a read of the zeros.
+    func gradientBufferForWriting() -> (pointer: UnsafeMutablePointer<Float>, fresh: Bool) {
+        if let g = grad { return (g.data, false) }
+        let g = Tensor(uninitializedShape: shape)
+        grad = g
+        return (g.data, true)
+    }
+
+    /// grad += gradient (same element count). When there is no gradient yet and the caller hands
+    /// over `gradient` (its last use: a rule's own output gradient, dropped right after the rule),
+    /// the buffer becomes this tensor's gradient as is, with no copy; otherwise it is copied or added.
+    func accumulateGradient(_ gradient: Tensor, handingOver: Bool) {
+        checkShape(gradient.count == count, "gradient of \(gradient.shape) for a tensor of shape \(shape)")
+        if grad == nil {
+            if handingOver {
+                grad = Tensor(storage: gradient.storage, shape: shape)
+            } else {
+                let g = Tensor(uninitializedShape: shape)
+                let source = gradient.data, target = g.data
+                Parallel.forRanges(count) { r in (target + r.lowerBound).update(from: source + r.lowerBound, count: r.count) }
+                grad = g
+            }
+            return
+        }
+        let target = grad!.data, source = gradient.data
+        Parallel.forRanges(count) { r in for i in r { target[i] += source[i] } }
+    }
 }
 
 extension Tensor: CustomStringConvertible {
