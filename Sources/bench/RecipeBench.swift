@@ -115,12 +115,9 @@ func printRecipeStepHeader() {
 }
 
 func printRecipeStep(_ r: RecipeStepResult, ceiling: Double) {
-    let rate = Double(r.countedFlopsPerStep) / r.secondsPerStep / 1e9
-    let name = "\(r.recipe) \(r.size.name): d \(r.size.width), \(r.size.layers) layers, B \(r.size.batch)"
-    print(String(format: "%@ %9.1f %10.0f %12.1f %9.1f %% %6.1f %% %10.0f",
-                 name.padding(toLength: 72, withPad: " ", startingAt: 0), r.secondsPerStep * 1e3, r.tokensPerSecond, rate,
-                 100 * rate / ceiling, 100 * r.estimatedFlopsPerStep / r.secondsPerStep / 1e9 / ceiling,
-                 Double(r.peakResidentBytes) / 1_048_576))
+    printStepRow(name: "\(r.recipe) \(r.size.name): d \(r.size.width), \(r.size.layers) layers, B \(r.size.batch)", width: 72,
+                 seconds: r.secondsPerStep, tokensPerSecond: r.tokensPerSecond, counted: r.countedFlopsPerStep,
+                 estimated: r.estimatedFlopsPerStep, peakBytes: r.peakResidentBytes, ceiling: ceiling)
 }
 
 // MARK: - Sampling

@@ -95,10 +95,16 @@ func printStepHeader() {
 }
 
 func printStep(_ r: StepResult, ceiling: Double) {
-    let rate = Double(r.countedFlopsPerStep) / r.secondsPerStep / 1e9
-    let name = "\(r.size.name): d \(r.size.width), \(r.size.layers) layers, \(r.size.heads) heads, B \(r.size.batch)"
+    printStepRow(name: "\(r.size.name): d \(r.size.width), \(r.size.layers) layers, \(r.size.heads) heads, B \(r.size.batch)", width: 40,
+                 seconds: r.secondsPerStep, tokensPerSecond: r.tokensPerSecond, counted: r.countedFlopsPerStep,
+                 estimated: r.estimatedFlopsPerStep, peakBytes: r.peakResidentBytes, ceiling: ceiling)
+}
+
+/// One row of a training-step table: ms/step, tokens/s, counted GFLOP/s, MFU (counted and 6·N·D), peak memory.
+func printStepRow(name: String, width: Int, seconds: Double, tokensPerSecond: Double, counted: Int64, estimated: Double,
+                  peakBytes: Int, ceiling: Double) {
+    let rate = Double(counted) / seconds / 1e9
     print(String(format: "%@ %9.1f %11.0f %12.1f %9.1f %% %6.1f %% %10.0f",
-                 name.padding(toLength: 40, withPad: " ", startingAt: 0), r.secondsPerStep * 1e3, r.tokensPerSecond, rate,
-                 100 * rate / ceiling, 100 * r.estimatedFlopsPerStep / r.secondsPerStep / 1e9 / ceiling,
-                 Double(r.peakResidentBytes) / 1_048_576))
+                 name.padding(toLength: width, withPad: " ", startingAt: 0), seconds * 1e3, tokensPerSecond, rate,
+                 100 * rate / ceiling, 100 * estimated / seconds / 1e9 / ceiling, Double(peakBytes) / 1_048_576))
 }
