@@ -96,15 +96,7 @@ func measureRecipeStep(_ recipe: String, size: ReferenceSize, steps: Int) -> Rec
         model.loss(batch, generator: &generator).total.backward()
         optimizer.step()
     }
-    step(); step()
-    let flops = FlopCounter.measure(step)
-    var times: [Double] = []
-    for _ in 0..<steps {
-        let start = now()
-        step()
-        times.append(now() - start)
-    }
-    times.sort()
+    let (times, flops) = timeSteps(step, count: steps)
     let estimated = 6 * Double(model.core.config.nonEmbeddingParameterCount) * Double(size.batch * ReferenceSize.context)
     return RecipeStepResult(recipe: recipe, size: size, secondsPerStep: times[times.count / 2], countedFlopsPerStep: flops,
                             estimatedFlopsPerStep: estimated, peakResidentBytes: peakResidentBytes())

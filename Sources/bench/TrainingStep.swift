@@ -76,18 +76,24 @@ func measureTrainingStep(_ size: ReferenceSize, steps: Int) -> StepResult {
         loss.backward()
         optimizer.step()
     }
-    step(); step()  // warm-up: the buffer pool fills, BLAS threads start
+    let (times, flops) = timeSteps(step, count: steps)
+    let estimated = 6 * Double(config.nonEmbeddingParameterCount) * Double(b * t)
+    return StepResult(size: size, secondsPerStep: times[times.count / 2], countedFlopsPerStep: flops,
+                      estimatedFlopsPerStep: estimated, peakResidentBytes: peakResidentBytes(), bestSecondsPerStep: times[0])
+}
+
+/// Runs `step` twice to warm up (the buffer pool fills, BLAS threads start), once to count its FLOPs,
+/// then `count` timed times; returns the times sorted (median = times[count / 2]) and the FLOPs.
+func timeSteps(_ step: () -> Void, count: Int) -> (times: [Double], flops: Int64) {
+    step(); step()
     let flops = FlopCounter.measure(step)
     var times: [Double] = []
-    for _ in 0..<steps {
+    for _ in 0..<count {
         let start = now()
         step()
         times.append(now() - start)
     }
-    times.sort()
-    let estimated = 6 * Double(config.nonEmbeddingParameterCount) * Double(b * t)
-    return StepResult(size: size, secondsPerStep: times[times.count / 2], countedFlopsPerStep: flops,
-                      estimatedFlopsPerStep: estimated, peakResidentBytes: peakResidentBytes(), bestSecondsPerStep: times[0])
+    return (times.sorted(), flops)
 }
 
 func printStepHeader() {
