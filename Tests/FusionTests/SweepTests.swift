@@ -74,6 +74,56 @@ final class SweepTests: XCTestCase {
         XCTAssert(topLevel.contains("'point'") && topLevel.contains("points"), topLevel)
     }
 
+    func testNarrowingKeepsTheFullSweepsRunNames() throws {
+        let spec = try SweepSpec.load(try sweepFile("""
+            name: sc
+            base: configs/tiny.yaml
+            points:
+              - {name: xs, overrides: [train.steps=10]}
+              - {name: s, overrides: [train.steps=20]}
+              - {name: m, overrides: [train.steps=30]}
+            grid:
+              recipe.recipe: [chameleon, showo]
+              seed: [0]
+            """))
+        let narrowed = try spec.narrowed(points: ["xs", "m"], grid: ["seed=0,1"])
+        XCTAssertEqual(narrowed.points.map(\.name), ["sc-xs-chameleon-0", "sc-xs-chameleon-1", "sc-xs-showo-0", "sc-xs-showo-1",
+                                                    "sc-m-chameleon-0", "sc-m-chameleon-1", "sc-m-showo-0", "sc-m-showo-1"])
+        XCTAssertEqual(narrowed.points[7].overrides, ["train.steps=30", "recipe.recipe=showo", "seed=1"])
+        // Every run of the narrowed sweep is one the full sweep (with seed 1 added) would make, under the same name.
+        let widened = try spec.narrowed(points: nil, grid: ["seed=0,1"])
+        XCTAssert(Set(narrowed.points.map(\.name)).isSubset(of: Set(widened.points.map(\.name))))
+        XCTAssertEqual(try spec.narrowed(points: nil, grid: []).points.map(\.name), spec.points.map(\.name))
+
+        func message(_ body: () throws -> SweepSpec) -> String { do { _ = try body(); return "no error" } catch { return "\(error)" } }
+        let unknownPoint = message { try spec.narrowed(points: ["xl"], grid: []) }
+        XCTAssert(unknownPoint.contains("'xl'") && unknownPoint.contains("xs, s, m"), unknownPoint)
+        let newAxis = message { try spec.narrowed(points: nil, grid: ["train.steps=5"]) }
+        XCTAssert(newAxis.contains("no grid axis 'train.steps'") && newAxis.contains("recipe.recipe, seed"), newAxis)
+        let noValues = message { try spec.narrowed(points: nil, grid: ["seed="]) }
+        XCTAssert(noValues.contains("--grid seed") && noValues.contains("seed=0"), noValues)
+        let noKey = message { try spec.narrowed(points: nil, grid: ["1,2"]) }
+        XCTAssert(noKey.contains("KEY=VALUE"), noKey)
+    }
+
+    /// A narrower sweep into the same directory must not drop the runs an earlier one finished.
+    func testMergeKeepsEveryFinishedRunOfTheDirectory() throws {
+        let directory = NSTemporaryDirectory() + "fusion-sweep-merge-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        for (name, finished) in [("sc-xs-0", true), ("sc-xs-1", true), ("sc-l-0", true), ("sc-m-0", false)] {
+            try FileManager.default.createDirectory(atPath: "\(directory)/runs/\(name)", withIntermediateDirectories: true)
+            let log = try HDF5File.create("\(directory)/runs/\(name)/log.h5", overwrite: true)
+            try log.root.createGroup("runs/\(name)").setAttribute("seed", name.hasSuffix("1") ? 1 : 0)
+            try log.close()
+            if finished { FileManager.default.createFile(atPath: "\(directory)/runs/\(name)/finished", contents: Data()) }
+        }
+        try Sweep.merge(["sc-xs-1"], directory: directory)
+        let results = try HDF5File.open("\(directory)/results.h5")
+        XCTAssertEqual(Set(try results.root.group("runs").childNames), ["sc-xs-0", "sc-xs-1", "sc-l-0"], "the unfinished sc-m-0 is left out")
+        XCTAssertEqual(try results.root.group("runs/sc-xs-1").int64Attribute("seed"), 1)
+        try results.close()
+    }
+
     func testEveryRunIsResolvedBeforeAnyStarts() throws {
         let spec = try SweepSpec.load(try sweepFile("name: p\nbase: configs/tiny.yaml\npoints:\n  - {name: a}\n  - {name: b, overrides: [recipe.model.widht=64]}\n"))
         let directory = NSTemporaryDirectory() + "fusion-sweep-run-\(UUID().uuidString)"

@@ -87,9 +87,12 @@ struct SweepCommand: ParsableCommand {
     @Option(help: "Directory of the sweep (default runs/sweeps/NAME).") var out: String?
     @Flag(help: "Resolve every run's config, print each run's recipe, seed, non-embedding parameters and training tokens, and stop.")
     var dryRun = false
+    @Option(help: "Run only these points (comma-separated names, e.g. xs,s,m).") var points: String?
+    @Option(help: "Replace a grid axis's values, KEY=V1,V2 (e.g. seed=0,1); repeatable. Run names stay those of the full sweep.")
+    var grid: [String] = []
 
     func run() throws {
-        let spec = try SweepSpec.load(sweep)
+        let spec = try SweepSpec.load(sweep).narrowed(points: points.map { $0.split(separator: ",").map(String.init) }, grid: grid)
         if dryRun { print(Sweep.describe(try Sweep.plan(spec))); return }
         let executable = Bundle.main.executablePath ?? CommandLine.arguments[0]
         try Sweep.run(spec, directory: out ?? "runs/sweeps/\(spec.name)", executable: executable)

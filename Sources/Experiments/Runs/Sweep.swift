@@ -119,6 +119,38 @@ struct SweepSpec {
         return points
     }
 
+    /// The same sweep narrowed from the command line: only the named `points` (nil: all), and grid axes given
+    /// new values (`seed=0,1`), so that e.g. a second seed of the small sizes joins the runs already in the
+    /// sweep's directory under the names the full sweep would give them. Unknown names are errors.
+    func narrowed(points selected: [String]?, grid replacements: [String]) throws -> SweepSpec {
+        var namedPoints = self.namedPoints
+        if let selected {
+            let known = namedPoints.map(\.name)
+            for name in selected where !known.contains(name) {
+                throw ConfigurationError("sweep \(self.name): no point named '\(name)'; its points are "
+                                         + (known.isEmpty ? "none (it has only a grid)" : known.joined(separator: ", ")))
+            }
+            namedPoints = namedPoints.filter { selected.contains($0.name) }
+        }
+        var grid = self.grid
+        for replacement in replacements {
+            guard let equals = replacement.firstIndex(of: "="), equals != replacement.startIndex else {
+                throw ConfigurationError("--grid '\(replacement)': expected KEY=VALUE[,VALUE…], e.g. seed=0,1")
+            }
+            let key = String(replacement[..<equals])
+            let values = replacement[replacement.index(after: equals)...].split(separator: ",").map(String.init)
+            guard let axis = grid.firstIndex(where: { $0.key == key }) else {
+                throw ConfigurationError("--grid \(key): sweep \(self.name) has no grid axis '\(key)' (its axes: "
+                                         + "\(grid.map(\.key).joined(separator: ", "))); a new axis would rename every run, so add it to the sweep file")
+            }
+            guard !values.isEmpty, !values.contains(where: \.isEmpty) else {
+                throw ConfigurationError("--grid \(key): give one or more comma-separated values, e.g. \(key)=\(grid[axis].values.joined(separator: ","))")
+            }
+            grid[axis].values = values
+        }
+        return SweepSpec(name: name, base: base, overrides: overrides, namedPoints: namedPoints, grid: grid, parallel: parallel)
+    }
+
     /// Every run, as (run name, overrides): each point (or the sweep alone when there are none) crossed
     /// with every combination of the grid; a run is named by the sweep, its point and its values in grid
     /// order ("scaling-xs-showo-1"), and gets the sweep's overrides, its point's, then its grid values.
@@ -238,10 +270,16 @@ enum Sweep {
         }
     }
 
-    /// One results file with a group per finished run, written beside and then renamed over the old one,
-    /// so the file is never half-written and no two processes write it at once.
+    /// One results file with a group per finished run in `directory/runs`: this sweep's runs in its order,
+    /// then any other finished run there (an earlier, wider or narrower sweep into the same directory, such
+    /// as `--grid seed=1` over a few points), so that no run already written drops out of the results.
+    /// Written beside and then renamed over the old file, so it is never half-written.
     static func merge(_ names: [String], directory: String) throws {
         let path = "\(directory)/results.h5", partial = "\(directory)/results.h5.partial"
+        let present = ((try? FileManager.default.contentsOfDirectory(atPath: "\(directory)/runs")) ?? []).sorted()
+        let others = present.filter { !names.contains($0) && FileManager.default.fileExists(atPath: "\(directory)/runs/\($0)/finished") }
+        if !others.isEmpty { print("sweep: also merging \(others.count) earlier run(s) of \(directory)/runs: \(others.joined(separator: ", "))") }
+        let names = names + others
         let merged = try HDF5File.create(partial, overwrite: true)
         try merged.root.setAttribute("schema_version", RunLog.schemaVersion)
         try merged.root.setAttribute("created", ISO8601DateFormatter().string(from: Date()))
