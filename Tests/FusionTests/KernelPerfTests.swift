@@ -81,6 +81,67 @@ final class KernelPerfTests: XCTestCase {
         for (x, expected) in zip([q, k, v], fast[1...3]) { assertClose(x.grad!, expected * 2, tolerance: 2e-4) }
     }
 
+    /// The packed form reads Q, K, V in place from one [B, T, 3, H, Dh] tensor; it must give the
+    /// three-tensor form's values and gradients, fresh and accumulating, for every mask kind, and fall
+    /// back to the dense kernel (through copies of the three parts) for a mask that is not intervals.
+    func testPackedAttentionMatchesThreeTensors() {
+        let (t, h, dh) = (150, 2, 8)
+        let kinds = masks(length: t)
+        let b = kinds.count
+        let qkv = testTensor([b, t, 3, h, dh], seed: 11)
+        let cotangent = testTensor([b, t, h, dh], seed: 12, requiresGrad: false)
+        let part = { (i: Int) in qkv.detached().narrow(axis: 2, start: i, length: 1).reshaped([b, t, h, dh]) }
+        let (q, k, v) = (part(0), part(1), part(2))
+        for x in [q, k, v] { x.requiresGrad = true }
+        let separate = attention(query: q, key: k, value: v, masks: kinds)
+        separate.backward(gradient: cotangent)
+        let expectedGradient = concatenate([q.grad!, k.grad!, v.grad!].map { $0.reshaped([b, t, 1, h, dh]) }, axis: 2)
+
+        let packed = attention(packed: qkv, masks: kinds)
+        assertClose(packed, separate, tolerance: 1e-6)
+        packed.backward(gradient: cotangent)
+        assertClose(qkv.grad!, expectedGradient, tolerance: 1e-6)
+        attention(packed: qkv, masks: kinds).backward(gradient: cotangent)
+        assertClose(qkv.grad!, expectedGradient * 2, tolerance: 2e-5)
+
+        let odd = AttentionMask(documentIDs: [0, 0, 1, 1, 0, 0, 0, 0, 0])
+        let small = testTensor([1, 9, 3, 1, 4], seed: 13)
+        let parts = (0..<3).map { small.detached().narrow(axis: 2, start: $0, length: 1).reshaped([1, 9, 1, 4]) }
+        assertClose(attention(packed: small, masks: [odd]), denseAttention(query: parts[0], key: parts[1], value: parts[2], masks: [odd]))
+    }
+
+    /// One pass of QK-norm and RoPE over packed Q/K/V against the separate operations (the oracle).
+    func testRotaryQKVMatchesNormThenRotary() {
+        let (b, t, h, dh) = (2, 5, 3, 8)
+        let positions: [Int32] = [0, 1, 2, 3, 4, 0, 1, 2, 0, 1]
+        let cotangent = testTensor([b, t, 3, h, dh], seed: 20, requiresGrad: false)
+        for normalised in [true, false] {
+            let qkv = testTensor([b, t, 3, h, dh], seed: 21)
+            let wq = testTensor([dh], seed: 22, range: 0.5...1.5), wk = testTensor([dh], seed: 23, range: 0.5...1.5)
+            let fused = rotaryQKV(qkv, queryNorm: normalised ? wq : nil, keyNorm: normalised ? wk : nil, positions: positions)
+            fused.backward(gradient: cotangent)
+
+            let x = qkv.detached()
+            x.requiresGrad = true
+            let wq2 = wq.detached(), wk2 = wk.detached()
+            wq2.requiresGrad = true; wk2.requiresGrad = true
+            let part = { (i: Int) in x.narrow(axis: 2, start: i, length: 1).reshaped([b, t, h, dh]) }
+            var q = part(0), k = part(1)
+            if normalised { q = rmsNorm(q, weight: wq2); k = rmsNorm(k, weight: wk2) }
+            let oracle = concatenate([rotaryEmbedding(q, positions: positions), rotaryEmbedding(k, positions: positions), part(2)]
+                .map { $0.reshaped([b, t, 1, h, dh]) }, axis: 2)
+            oracle.backward(gradient: cotangent)
+            assertClose(fused, oracle, tolerance: 1e-5)
+            assertClose(qkv.grad!, x.grad!, tolerance: 1e-5)
+            if normalised {
+                assertClose(wq.grad!, wq2.grad!, tolerance: 1e-4)
+                assertClose(wk.grad!, wk2.grad!, tolerance: 1e-4)
+            } else {
+                XCTAssertNil(wq.grad)
+            }
+        }
+    }
+
     func testBlockedAttentionFallsBackForOtherMasks() {
         let (t, h, dh) = (9, 1, 4)
         let odd = AttentionMask(documentIDs: [0, 0, 1, 1, 0, 0, 0, 0, 0])  // document 0 in two runs

@@ -132,6 +132,18 @@ final class OperationGradientTests: XCTestCase {
         assertGradientsMatch([x]) { rotaryEmbedding($0[0], positions: [3, 4, 5]) }
     }
 
+    func testRotaryQKV() {
+        let qkv = testTensor([2, 3, 3, 2, 4], seed: 46), wq = testTensor([4], seed: 47, range: 0.5...1.5), wk = testTensor([4], seed: 48, range: 0.5...1.5)
+        assertGradientsMatch([qkv, wq, wk]) { rotaryQKV($0[0], queryNorm: $0[1], keyNorm: $0[2], positions: [0, 1, 2, 5, 0, 1]) }
+        assertGradientsMatch([qkv]) { rotaryQKV($0[0], queryNorm: nil, keyNorm: nil, positions: [3, 4, 5]) }
+    }
+
+    func testPackedAttention() {
+        let qkv = testTensor([2, 5, 3, 2, 3], seed: 49)
+        let packed = AttentionMask(documentIDs: [0, 0, 0, 1, 1], spanIDs: [-1, 0, 0, -1, -1])
+        assertGradientsMatch([qkv]) { attention(packed: $0[0], masks: [.causal(length: 5), packed]) }
+    }
+
     func testEmbedding() {
         let table = testTensor([5, 3], seed: 32)
         assertGradientsMatch([table]) { embedding($0[0], ids: [4, 0, 4, 2]) }

@@ -42,17 +42,12 @@ public final class TransformerBlock: Module {
         }
     }
 
-    /// Queries, keys and values [B, T, H, Dh] of x [B, T, D], with QK-norm and RoPE applied.
-    private func projections(_ x: Tensor, positions: [Int32]) -> (q: Tensor, k: Tensor, v: Tensor) {
+    /// Queries, keys and values of x [B, T, D], packed [B, T, 3, H, Dh], with QK-norm and RoPE applied:
+    /// one stacked sgemm for the three projections, one pass for the norms and rotations.
+    private func projections(_ x: Tensor, positions: [Int32]) -> Tensor {
         let (b, t) = (x.shape[0], x.shape[1]), (h, dh) = (config.heads, config.headWidth)
-        var q = linear(x, wq).reshaped([b, t, h, dh]), k = linear(x, wk).reshaped([b, t, h, dh])
-        let v = linear(x, wv).reshaped([b, t, h, dh])
-        if let queryNorm, let keyNorm {
-            q = rmsNorm(q, weight: queryNorm)
-            k = rmsNorm(k, weight: keyNorm)
-        }
-        return (rotaryEmbedding(q, positions: positions, base: config.ropeBase),
-                rotaryEmbedding(k, positions: positions, base: config.ropeBase), v)
+        let qkv = linear(x, stacked: [wq, wk, wv]).reshaped([b, t, 3, h, dh])
+        return rotaryQKV(qkv, queryNorm: queryNorm, keyNorm: keyNorm, positions: positions, base: config.ropeBase)
     }
 
     /// wDown · (silu(wGate·x) ∘ wUp·x), the gate and up projections as one stacked sgemm.
@@ -61,8 +56,7 @@ public final class TransformerBlock: Module {
     /// x [B, T, D] → [B, T, D] under one mask per sequence.
     func callAsFunction(_ x: Tensor, positions: [Int32], masks: [AttentionMask]) -> Tensor {
         let h = residual(x, norm: attentionNorm) { input in
-            let (q, k, v) = projections(input, positions: positions)
-            return linear(attention(query: q, key: k, value: v, masks: masks).reshaped(input.shape), wo)
+            linear(attention(packed: projections(input, positions: positions), masks: masks).reshaped(input.shape), wo)
         }
         return residual(h, norm: mlpNorm, mlp)
     }
@@ -71,8 +65,9 @@ public final class TransformerBlock: Module {
     func callAsFunction(_ x: Tensor, positions: [Int32], cache: KVCache, layer: Int,
                         newTokens: KVCache.NewTokenAttention, valid: [[Bool]]?) -> Tensor {
         let h = residual(x, norm: attentionNorm) { input in
-            let (q, k, v) = projections(input, positions: positions)
-            let out = cache.attend(layer: layer, query: q, key: k, value: v, newTokens: newTokens, valid: valid)
+            let qkv = projections(input, positions: positions)
+            let part = { (i: Int) in qkv.narrow(axis: 2, start: i, length: 1).reshaped([qkv.shape[0], qkv.shape[1], qkv.shape[3], qkv.shape[4]]) }
+            let out = cache.attend(layer: layer, query: part(0), key: part(1), value: part(2), newTokens: newTokens, valid: valid)
             return linear(out.reshaped(input.shape), wo)
         }
         return residual(h, norm: mlpNorm, mlp)

@@ -1,7 +1,9 @@
 // Scaled dot-product attention (Vaswani et al. 2017, eq. 1), fused, over packed sequences:
 //   S = Q·Kᵀ/√Dh + mask,  P = softmax(S),  O = P·V             per sequence b and head h
 // Q, K, V and O keep the [B, T, H, Dh] layout the projections produce, so each head's T×Dh matrix is
-// read in place with row stride H·Dh: no transposes or copies around the sgemms.
+// read in place with row stride H·Dh: no transposes or copies around the sgemms. Q, K and V may also
+// come packed in one [B, T, 3, H, Dh] tensor (the fused QKV projection's output, `attention(packed:)`),
+// read in place with row stride 3·H·Dh, their gradients written into one buffer of that layout.
 // Backward (P saved from the forward pass; recomputing it would cost another Q·Kᵀ):
 //   dV = Pᵀ·dO,  dP = dO·Vᵀ,  dS = P ∘ (dP − rowsum(dP ∘ P)),  dQ = dS·K/√Dh,  dK = dSᵀ·Q/√Dh
 //
@@ -24,17 +26,61 @@ let attentionBlockRows = 64
 public func attention(query q: Tensor, key k: Tensor, value v: Tensor, masks: [AttentionMask]) -> Tensor {
     checkShape(q.rank == 4 && q.shape == k.shape && q.shape == v.shape,
                "attention: query \(q.shape), key \(k.shape), value \(v.shape) must all be [B, T, H, Dh]")
-    let (b, t) = (q.shape[0], q.shape[1])
+    guard let (lo, hi) = keyIntervals(masks, batch: q.shape[0], length: q.shape[1]) else {
+        return denseAttention(query: q, key: k, value: v, masks: masks)
+    }
+    let operands = AttentionOperands(shape: q.shape, rowStride: q.shape[2] * q.shape[3], q: q.data, k: k.data, v: v.data,
+                                     inputs: [q, k, v]) {
+        (q.requiresGrad ? q.gradientBufferForWriting() : nil, k.requiresGrad ? k.gradientBufferForWriting() : nil,
+         v.requiresGrad ? v.gradientBufferForWriting() : nil)
+    }
+    return blockedAttention(operands, keyLow: lo, keyHigh: hi)
+}
+
+/// Attention of queries, keys and values packed in one tensor [B, T, 3, H, Dh] (the output of one stacked
+/// Q/K/V projection), read in place; returns [B, T, H, Dh], the same values as the three-tensor form.
+public func attention(packed qkv: Tensor, masks: [AttentionMask]) -> Tensor {
+    checkShape(qkv.rank == 5 && qkv.shape[2] == 3, "attention(packed:): input \(qkv.shape) must be [B, T, 3, H, Dh]")
+    let (b, t, h, dh) = (qkv.shape[0], qkv.shape[1], qkv.shape[3], qkv.shape[4])
+    guard let (lo, hi) = keyIntervals(masks, batch: b, length: t) else {
+        let part = { (i: Int) in qkv.narrow(axis: 2, start: i, length: 1).reshaped([b, t, h, dh]) }
+        return denseAttention(query: part(0), key: part(1), value: part(2), masks: masks)
+    }
+    let d = h * dh
+    let operands = AttentionOperands(shape: [b, t, h, dh], rowStride: 3 * d, q: qkv.data, k: qkv.data + d, v: qkv.data + 2 * d,
+                                     inputs: [qkv]) {
+        guard qkv.requiresGrad else { return (nil, nil, nil) }
+        let (g, fresh) = qkv.gradientBufferForWriting()  // fresh: every part is written whole, below
+        return ((g, fresh), (g + d, fresh), (g + 2 * d, fresh))
+    }
+    return blockedAttention(operands, keyLow: lo, keyHigh: hi)
+}
+
+/// The key interval of every query row (B·T of each bound), or nil when some mask is not one interval
+/// per row (then only the dense kernel applies).
+private func keyIntervals(_ masks: [AttentionMask], batch b: Int, length t: Int) -> ([Int32], [Int32])? {
     checkShape(masks.count == b && masks.allSatisfy { $0.length == t },
                "attention: \(masks.count) masks of lengths \(masks.map(\.length)) for B = \(b), T = \(t)")
     var lo: [Int32] = [], hi: [Int32] = []
     lo.reserveCapacity(b * t); hi.reserveCapacity(b * t)
     for mask in masks {
-        guard let intervals = mask.keyIntervals() else { return denseAttention(query: q, key: k, value: v, masks: masks) }
+        guard let intervals = mask.keyIntervals() else { return nil }
         lo += intervals.lo
         hi += intervals.hi
     }
-    return blockedAttention(query: q, key: k, value: v, keyLow: lo, keyHigh: hi)
+    return (lo, hi)
+}
+
+/// Where the blocked kernel reads Q, K and V ([B, T, H, Dh] matrices with row stride `rowStride`: H·Dh for
+/// separate tensors, 3·H·Dh packed) and how it gets their gradient buffers (nil: not needed; fresh:
+/// uninitialised, to be written whole) once the backward pass runs.
+struct AttentionOperands {
+    typealias Gradient = (pointer: UnsafeMutablePointer<Float>, fresh: Bool)
+    let shape: [Int]  // [B, T, H, Dh]
+    let rowStride: Int
+    let q: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>
+    let inputs: [Tensor]  // the tensors q, k, v point into (kept alive by the recorded rule)
+    let gradients: () -> (q: Gradient?, k: Gradient?, v: Gradient?)
 }
 
 /// Chunks of (sequence, head) pairs: several per core, so that a core lost to another process for a
@@ -56,10 +102,11 @@ private func forEachPair(_ pairs: Int, _ body: (_ pair: Int, _ chunk: Int) -> Vo
     }
 }
 
-/// The blocked kernel; row i of sequence s may see keys keyLow[s·T+i] ..< keyHigh[s·T+i].
-func blockedAttention(query q: Tensor, key k: Tensor, value v: Tensor, keyLow: [Int32], keyHigh: [Int32]) -> Tensor {
-    let (b, t, h, dh) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3])
-    let d = h * dh, scale = 1 / Float(dh).squareRoot()
+/// The blocked kernel; row i of sequence s may see keys keyLow[s·T+i] ..< keyHigh[s·T+i]. Q, K, V rows
+/// are `rs` floats apart, the output's and its gradient's d = H·Dh.
+func blockedAttention(_ operands: AttentionOperands, keyLow: [Int32], keyHigh: [Int32]) -> Tensor {
+    let (b, t, h, dh) = (operands.shape[0], operands.shape[1], operands.shape[2], operands.shape[3])
+    let d = h * dh, rs = operands.rowStride, scale = 1 / Float(dh).squareRoot()
     let blockRows = min(attentionBlockRows, t), blocks = (t + blockRows - 1) / blockRows
     // Key range [blockLow, blockHigh) of each (sequence, query block): the union of its rows' intervals.
     var blockLow = [Int](repeating: 0, count: b * blocks), blockHigh = [Int](repeating: 0, count: b * blocks)
@@ -80,18 +127,19 @@ func blockedAttention(query q: Tensor, key k: Tensor, value v: Tensor, keyLow: [
     }
     // P [B, H, T, T], saved for backward; only each block's rectangle of key columns is written.
     let probabilities = Tensor(uninitializedShape: [b, h, t, t])
-    let out = Tensor(uninitializedShape: q.shape)
-    let qs = q.data, ks = k.data, vs = v.data, os = out.data, ps = probabilities.data
+    let out = Tensor(uninitializedShape: operands.shape)
+    let qs = operands.q, ks = operands.k, vs = operands.v, os = out.data, ps = probabilities.data
     keyLow.withUnsafeBufferPointer { lo in
         keyHigh.withUnsafeBufferPointer { hi in
             forEachPair(b * h) { pair, _ in
                 let sequence = pair / h, head = pair % h
-                let offset = sequence * t * d + head * dh, p = ps + pair * t * t
+                // `input` indexes Q, K, V (row stride rs); `offset` the output and its gradient (row stride d).
+                let input = sequence * t * rs + head * dh, offset = sequence * t * d + head * dh, p = ps + pair * t * t
                 for block in 0..<blocks {
                     let r0 = block * blockRows, r1 = min(t, r0 + blockRows), rows = r1 - r0
                     let kLow = blockLow[sequence * blocks + block], width = blockHigh[sequence * blocks + block] - kLow
                     BLAS.sgemmUncounted(transA: false, transB: true, m: rows, n: width, k: dh, alpha: scale,
-                                        a: qs + offset + r0 * d, lda: d, b: ks + offset + kLow * d, ldb: d,
+                                        a: qs + input + r0 * rs, lda: rs, b: ks + input + kLow * rs, ldb: rs,
                                         c: p + r0 * t + kLow, ldc: t)
                     for i in r0..<r1 {
                         let row = p + i * t, first = Int(lo[sequence * t + i]), end = Int(hi[sequence * t + i])
@@ -100,29 +148,30 @@ func blockedAttention(query q: Tensor, key k: Tensor, value v: Tensor, keyLow: [
                         softmaxRow(row + first, row + first, end - first)
                     }
                     BLAS.sgemmUncounted(transA: false, transB: false, m: rows, n: dh, k: width,
-                                        a: p + r0 * t + kLow, lda: t, b: vs + offset + kLow * d, ldb: d,
+                                        a: p + r0 * t + kLow, lda: t, b: vs + input + kLow * rs, ldb: rs,
                                         c: os + offset + r0 * d, ldc: d)
                 }
             }
         }
     }
     FlopCounter.add(h * (4 * dh * scoreCount + 5 * allowedCount))  // Q·Kᵀ and P·V; scale+softmax per allowed score
-    return out.recordGraph(inputs: [q, k, v]) { _, g in
+    return out.recordGraph(inputs: operands.inputs) { _, g in
         // dQ's rows are written by exactly one block each, so a fresh buffer needs no zeros; dK and dV
         // rows are summed over blocks and are zeroed per pair (in parallel) when fresh.
-        let (gq, freshQ) = q.requiresGrad ? q.gradientBufferForWriting() : (nil, false)
-        let (gk, freshK) = k.requiresGrad ? k.gradientBufferForWriting() : (nil, false)
-        let (gv, freshV) = v.requiresGrad ? v.gradientBufferForWriting() : (nil, false)
+        let gradients = operands.gradients()
+        let (gq, freshQ) = (gradients.q?.pointer, gradients.q?.fresh ?? false)
+        let (gk, freshK) = (gradients.k?.pointer, gradients.k?.fresh ?? false)
+        let (gv, freshV) = (gradients.v?.pointer, gradients.v?.fresh ?? false)
         let scratch = Tensor(uninitializedShape: [pairChunks(b * h), blockRows, t])  // dP, then dS in place, per chunk
         let gs = g.data, scratchData = scratch.data
         keyLow.withUnsafeBufferPointer { lo in
             keyHigh.withUnsafeBufferPointer { hi in
                 forEachPair(b * h) { pair, worker in
                     let sequence = pair / h, head = pair % h
-                    let offset = sequence * t * d + head * dh, p = ps + pair * t * t
+                    let input = sequence * t * rs + head * dh, offset = sequence * t * d + head * dh, p = ps + pair * t * t
                     let ds = scratchData + worker * blockRows * t
                     for (buffer, fresh) in [(gk, freshK), (gv, freshV)] where fresh {
-                        for i in 0..<t { (buffer! + offset + i * d).update(repeating: 0, count: dh) }
+                        for i in 0..<t { (buffer! + input + i * rs).update(repeating: 0, count: dh) }
                     }
                     for block in 0..<blocks {
                         let r0 = block * blockRows, r1 = min(t, r0 + blockRows), rows = r1 - r0
@@ -130,12 +179,12 @@ func blockedAttention(query q: Tensor, key k: Tensor, value v: Tensor, keyLow: [
                         let pBlock = p + r0 * t + kLow, gBlock = gs + offset + r0 * d
                         if let gv {  // dV[keys] += Pᵀ·dO
                             BLAS.sgemmUncounted(transA: true, transB: false, m: width, n: dh, k: rows, a: pBlock, lda: t,
-                                                b: gBlock, ldb: d, beta: 1, c: gv + offset + kLow * d, ldc: d)
+                                                b: gBlock, ldb: d, beta: 1, c: gv + input + kLow * rs, ldc: rs)
                         }
                         guard gq != nil || gk != nil else { continue }
                         // dP = dO·Vᵀ [rows, width]
                         BLAS.sgemmUncounted(transA: false, transB: true, m: rows, n: width, k: dh, a: gBlock, lda: d,
-                                            b: vs + offset + kLow * d, ldb: d, c: ds, ldc: width)
+                                            b: vs + input + kLow * rs, ldb: rs, c: ds, ldc: width)
                         for i in 0..<rows {  // dS = P ∘ (dP − Σ dP∘P); P is 0 on masked keys, so is dS
                             let pr = pBlock + i * t, dr = ds + i * width
                             let first = Int(lo[sequence * t + r0 + i]) - kLow, end = Int(hi[sequence * t + r0 + i]) - kLow
@@ -146,13 +195,13 @@ func blockedAttention(query q: Tensor, key k: Tensor, value v: Tensor, keyLow: [
                         }
                         if let gq {  // dQ[rows] (+)= dS·K/√Dh
                             BLAS.sgemmUncounted(transA: false, transB: false, m: rows, n: dh, k: width, alpha: scale,
-                                                a: ds, lda: width, b: ks + offset + kLow * d, ldb: d,
-                                                beta: freshQ ? 0 : 1, c: gq + offset + r0 * d, ldc: d)
+                                                a: ds, lda: width, b: ks + input + kLow * rs, ldb: rs,
+                                                beta: freshQ ? 0 : 1, c: gq + input + r0 * rs, ldc: rs)
                         }
                         if let gk {  // dK[keys] += dSᵀ·Q/√Dh
                             BLAS.sgemmUncounted(transA: true, transB: false, m: width, n: dh, k: rows, alpha: scale,
-                                                a: ds, lda: width, b: qs + offset + r0 * d, ldb: d,
-                                                beta: 1, c: gk + offset + kLow * d, ldc: d)
+                                                a: ds, lda: width, b: qs + input + r0 * rs, ldb: rs,
+                                                beta: 1, c: gk + input + kLow * rs, ldc: rs)
                         }
                     }
                 }

@@ -8,7 +8,7 @@ import Foundation
 
 /// Sums per-row contributions to a [D] parameter gradient without two threads writing one address:
 /// each chunk of rows adds into its own partial buffer, the partials are then added in order.
-private func accumulateOverRows(rows: Int, width: Int, into target: UnsafeMutablePointer<Float>?,
+func accumulateOverRows(rows: Int, width: Int, into target: UnsafeMutablePointer<Float>?,
                                 _ body: (Range<Int>, UnsafeMutablePointer<Float>?) -> Void) {
     guard let target else { Parallel.forRanges(rows, minimumPerThread: max(1, 8192 / width)) { body($0, nil) }; return }
     let chunks = max(1, min(Parallel.threadCount, rows / max(1, 8192 / width)))
