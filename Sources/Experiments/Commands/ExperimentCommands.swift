@@ -36,25 +36,40 @@ struct TrainCommand: ParsableCommand {
 
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "eval",
-        abstract: "Evaluate a trained run (its directory) on the fixed evaluation sets and print the metrics.")
+        abstract: "Evaluate a trained run (its directory) on the fixed evaluation sets and print the metrics.",
+        discussion: """
+            eval.* overrides change how the trained model is evaluated without training it again, e.g. Show-o's \
+            sampling steps: fusion eval runs/showo eval.maskgit_steps=4. Each evaluation is logged to its own \
+            eval-stepN[-overrides].h5 in the run's directory.
+            """)
     @Argument(help: "The run's directory (fusion train --out).") var runDirectory: String
+    @Argument(help: "Evaluation overrides, eval.KEY=VALUE (eval.maskgit_steps=4, eval.guidance_scale=3, eval.images=1000).")
+    var overrides: [String] = []
     @Option(help: "Override eval.images (N for fd_fmnist/kid_fmnist).") var images: Int?
 
     func run() throws {
+        for override in overrides where !override.hasPrefix("eval.") {
+            throw ValidationError("'\(override)': only eval.* keys can change after training (the model is the trained run's); "
+                                  + "to change anything else, train a new run")
+        }
         let trained = try TrainedRun(directory: runDirectory)
-        var config = trained.config
-        if let images { config.eval.images = images }
-        try config.validate()
+        let changes = overrides + (images.map { ["eval.images=\($0)"] } ?? [])
+        let config = try ConfigLoader.load(ExperimentConfig.self, yaml: nil, source: "\(runDirectory) (the trained run's config)",
+                                           overrides: changes, defaults: trained.config)
         let progress = Progress(total: 1)
         let evaluation = Evaluation(model: trained.model, data: trained.data, config: config, progress: progress,
                                     metrics: ImageMetrics(try ReferenceClassifier.loadCommitted()))
-        let log = try RunLog(path: "\(runDirectory)/eval-step\(trained.step).h5", runName: config.name, config: trained.yaml, seed: config.seed,
+        // eval-step200-maskgit_steps4: one file per evaluation setting, so no earlier evaluation is replaced.
+        let suffix = changes.map { "-" + $0.dropFirst("eval.".count).replacingOccurrences(of: "=", with: "").replacingOccurrences(of: "/", with: "_") }.joined()
+        let name = "eval-step\(trained.step)\(suffix)"
+        let log = try RunLog(path: "\(runDirectory)/\(name).h5", runName: config.name, config: try ConfigLoader.yaml(config), seed: config.seed,
                              recipe: trained.model.config.recipe, overwrite: true)
-        let metrics = try evaluation.run(step: trained.step, log: log, samplesPath: "\(runDirectory)/eval-samples-step\(trained.step).png")
+        let metrics = try evaluation.run(step: trained.step, log: log, samplesPath: "\(runDirectory)/\(name)-samples.png")
         try log.append("eval", step: trained.step, metrics)
         try log.flush()
-        progress.say("\(config.name) at step \(trained.step):")
+        progress.say("\(config.name) at step \(trained.step)" + (changes.isEmpty ? "" : " with \(changes.joined(separator: " "))") + ":")
         for (name, value) in metrics { print("  \(name.padding(toLength: 24, withPad: " ", startingAt: 0)) \(String(format: "%.6g", value))") }
+        print("logged to \(runDirectory)/\(name).h5")
     }
 }
 
