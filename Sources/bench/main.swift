@@ -17,6 +17,7 @@
 import Foundation
 import Fusion
 
+BLAS.letIdleWorkersSleep()
 var filters: [String] = []
 var secondsPerKernel = 1.0
 var stepsPerSize = 5

@@ -142,6 +142,19 @@ final class KernelPerfTests: XCTestCase {
         }
     }
 
+    /// Letting OpenBLAS's idle workers sleep restarts its thread pool; products must come out the same
+    /// afterwards (multi-threaded, as a large product runs), and a timeout the user set is kept.
+    func testLettingIdleWorkersSleepKeepsProductsExact() {
+        let a = testTensor([300, 200], seed: 14, requiresGrad: false), b = testTensor([200, 250], seed: 15, requiresGrad: false)
+        let before = matmul(a, b)
+        let userSetting = getenv("OPENBLAS_THREAD_TIMEOUT").map { String(cString: $0) }
+        BLAS.letIdleWorkersSleep()
+        XCTAssertEqual(getenv("OPENBLAS_THREAD_TIMEOUT").map { String(cString: $0) }, userSetting ?? "4")
+        assertClose(matmul(a, b), before, tolerance: 0)
+        BLAS.letIdleWorkersSleep()  // a second call changes nothing
+        assertClose(matmul(a, b), before, tolerance: 0)
+    }
+
     func testBlockedAttentionFallsBackForOtherMasks() {
         let (t, h, dh) = (9, 1, 4)
         let odd = AttentionMask(documentIDs: [0, 0, 1, 1, 0, 0, 0, 0, 0])  // document 0 in two runs

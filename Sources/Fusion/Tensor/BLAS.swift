@@ -1,5 +1,7 @@
-// The one file that talks to OpenBLAS: single and strided-batched sgemm, and the thread count.
+// The one file that talks to OpenBLAS: single and strided-batched sgemm, the thread count, and how
+// long its idle worker threads spin.
 import CBLAS
+import Foundation
 
 public enum BLAS {
     /// C[m×n] = alpha · op(A) · op(B) + beta · C, row-major; op transposes when the flag is set.
@@ -58,5 +60,23 @@ public enum BLAS {
     public static var threadCount: Int {
         get { Int(openblas_get_num_threads()) }
         set { openblas_set_num_threads(Int32(newValue)) }
+    }
+
+    /// After each product, OpenBLAS's idle workers spin on sched_yield for 2^28 cycles (≈ 0.1 s) before
+    /// they sleep (its THREAD_TIMEOUT), so during the element-wise passes between products a worker keeps
+    /// taking time slices from our own two threads: measured, about 4 % of a d = 512 training step went to
+    /// the scheduler. With a timeout of 2^`exponent` cycles they sleep at once, and waking one costs a few
+    /// microseconds per product. OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when it is loaded; this sets it
+    /// (unless the user did), has OpenBLAS read its environment again and restarts its workers (they start
+    /// again at the next product). Call it once, first thing, from a program's entry point. Where the
+    /// library lacks these entry points (another OpenBLAS build), nothing changes.
+    public static func letIdleWorkersSleep(exponent: Int = 4) {
+        guard getenv("OPENBLAS_THREAD_TIMEOUT") == nil,
+              let library = dlopen(nil, RTLD_NOW),
+              let readEnvironment = dlsym(library, "openblas_read_env"),
+              let shutDownWorkers = dlsym(library, "blas_thread_shutdown_") else { return }
+        setenv("OPENBLAS_THREAD_TIMEOUT", String(exponent), 1)  // also inherited by the processes we start
+        unsafeBitCast(readEnvironment, to: (@convention(c) () -> Void).self)()
+        _ = unsafeBitCast(shutDownWorkers, to: (@convention(c) () -> Int32).self)()
     }
 }
