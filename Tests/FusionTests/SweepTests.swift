@@ -162,6 +162,23 @@ final class SweepTests: XCTestCase {
         }
     }
 
+    /// configs/scaling-flow.yaml is configs/scaling.yaml's Transfusion runs with only the objective (and
+    /// its sampler) changed, and the budget check resolves; so their numbers compare with the sweep's.
+    func testTheFlowSweepAndTheBudgetCheckFollowTheScalingProtocol() throws {
+        let scaling = try SweepSpec.load("configs/scaling.yaml"), flow = try SweepSpec.load("configs/scaling-flow.yaml")
+        let transfusion = scaling.points.filter { $0.name.hasSuffix("-transfusion-0") }
+        XCTAssertEqual(flow.points.count, transfusion.count)
+        for (a, b) in zip(transfusion, flow.points) {
+            var expected = try ExperimentConfig.load(file: scaling.base, overrides: a.overrides)
+            expected.recipe.diffusionObjective = .flow
+            expected.eval.diffusionSampler = .euler
+            XCTAssertEqual(try ExperimentConfig.load(file: flow.base, overrides: b.overrides), expected, b.name)
+        }
+        let budget = try Sweep.plan(SweepSpec.load("configs/scaling-budget.yaml"))
+        XCTAssertEqual(budget.map(\.recipe), ["transfusion", "transfusion"])
+        XCTAssertEqual(budget.map(\.steps), [1200, 1200])
+    }
+
     func testEveryAblationSweepResolves() throws {
         let directory = "configs/ablations"
         let files = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".yaml") }.sorted()
