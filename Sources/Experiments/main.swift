@@ -63,7 +63,6 @@ struct Reference: ParsableCommand {
 
 // Parsing errors, --help (which parses to a command that throws when run), validation errors and clean
 // exits are ArgumentParser's to print; other errors from running are ours.
-BLAS.letIdleWorkersSleep()
 do {
     var command = try FusionCommand.parseAsRoot()
     try command.run()

@@ -1,7 +1,8 @@
 // The bench's figures written to HDF5 (`--out runs/bench/bench.h5`), readable with h5py:
 //
 //   /                      attributes: schema, created, git_commit, machine, openblas, ceiling_gflops
-//   /ceiling/NNN           one group per sgemm size: n, gflops
+//   /ceiling/NNN           one group per sgemm size: n, gflops (the better of fusion_gflops and
+//                          openblas_threads_gflops: Fusion's own split and OpenBLAS's threading)
 //   /kernels/NNN           name, milliseconds, gflops, share_of_ceiling
 //   /steps/S|M|L           text-only core step: width, layers, heads, batch, tokens, seconds_per_step,
 //                          tokens_per_s, counted_flops, counted_gflops, mfu, estimated_6nd_mfu, peak_rss_bytes

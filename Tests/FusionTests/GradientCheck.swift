@@ -92,3 +92,12 @@ func assertGradientsMatch(_ inputs: [Tensor], epsilon: Float = 1e-2, rtol: Doubl
         \(report.failures.joined(separator: "\n"))
         """, file: file, line: line)
 }
+
+/// Fails at the first element whose bits differ (so −0 ≠ +0 and NaN payloads count).
+func assertBitwiseEqual(_ a: [Float], _ b: [Float], _ what: String,
+                        file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(a.count, b.count, "\(what): count", file: file, line: line)
+    if let i = a.indices.first(where: { i in i < b.count && a[i].bitPattern != b[i].bitPattern }) {
+        XCTFail("\(what): first difference at [\(i)]: \(a[i]) vs \(b[i])", file: file, line: line)
+    }
+}

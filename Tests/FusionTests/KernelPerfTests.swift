@@ -142,17 +142,44 @@ final class KernelPerfTests: XCTestCase {
         }
     }
 
-    /// Letting OpenBLAS's idle workers sleep restarts its thread pool; products must come out the same
-    /// afterwards (multi-threaded, as a large product runs), and a timeout the user set is kept.
-    func testLettingIdleWorkersSleepKeepsProductsExact() {
-        let a = testTensor([300, 200], seed: 14, requiresGrad: false), b = testTensor([200, 250], seed: 15, requiresGrad: false)
-        let before = matmul(a, b)
-        let userSetting = getenv("OPENBLAS_THREAD_TIMEOUT").map { String(cString: $0) }
-        BLAS.letIdleWorkersSleep()
-        XCTAssertEqual(getenv("OPENBLAS_THREAD_TIMEOUT").map { String(cString: $0) }, userSetting ?? "4")
-        assertClose(matmul(a, b), before, tolerance: 0)
-        BLAS.letIdleWorkersSleep()  // a second call changes nothing
-        assertClose(matmul(a, b), before, tolerance: 0)
+    /// `BLAS.sgemm` splits a large product into panels over the threads; every element must come out
+    /// bit for bit as one unsplit call computes it, for each transpose combination, along rows (m ≥ n)
+    /// and along columns (n > m), with ragged panel edges, strided operands and beta = 1.
+    func testSplitProductsEqualOneCallBitForBit() {
+        let saved = Parallel.threadCount
+        defer { Parallel.threadCount = saved }
+        for (m, n, k) in [(2_400, 70, 40), (50, 3_300, 40), (1_517, 300, 21)] {  // ≥ 3 panels' worth each
+            for (transA, transB) in [(false, false), (false, true), (true, false), (true, true)] {
+                let (lda, ldb, ldc) = ((transA ? m : k) + 3, (transB ? k : n) + 5, n + 2)  // padded rows
+                let a = testTensor([transA ? k : m, lda], seed: 21, requiresGrad: false)
+                let b = testTensor([transB ? n : k, ldb], seed: 22, requiresGrad: false)
+                let start = testTensor([m, ldc], seed: 23, requiresGrad: false)
+                func product(threads: Int, beta: Float) -> [Float] {
+                    Parallel.threadCount = threads
+                    let c = Tensor(start.array, shape: start.shape)
+                    BLAS.sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 0.5, a: a.data, lda: lda,
+                               b: b.data, ldb: ldb, beta: beta, c: c.data, ldc: ldc)
+                    return c.array
+                }
+                for beta: Float in [0, 1] {
+                    let single = product(threads: 1, beta: beta)
+                    for threads in [2, 3] {
+                        Parallel.threadCount = threads
+                        XCTAssertEqual(BLAS.panelCount(m: m, n: n, k: k), threads)
+                        assertBitwiseEqual(product(threads: threads, beta: beta), single,
+                                           "m \(m) n \(n) k \(k) \(transA ? "T" : "N")\(transB ? "T" : "N") beta \(beta), \(threads) panels")
+                    }
+                }
+                // The padding between rows of C is never written.
+                let c = product(threads: 2, beta: 0)
+                for row in 0..<m { XCTAssertEqual(Array(c[(row * ldc + n)..<((row + 1) * ldc)]), Array(start.array[(row * ldc + n)..<((row + 1) * ldc)])) }
+            }
+        }
+        Parallel.threadCount = 2
+        XCTAssertEqual(BLAS.panelCount(m: 128, n: 128, k: 127), 1, "a small product stays on the calling thread")
+        XCTAssertEqual(BLAS.panelCount(m: 8, n: 20, k: 100_000), 1, "too narrow to split")
+        XCTAssertEqual(BLAS.panelBoundary(1, of: 2, extent: 1_000), 496)
+        XCTAssertEqual(BLAS.panelBoundary(2, of: 2, extent: 1_000), 1_000)
     }
 
     func testBlockedAttentionFallsBackForOtherMasks() {

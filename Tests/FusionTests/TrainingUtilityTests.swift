@@ -28,14 +28,6 @@ final class TrainingUtilityTests: XCTestCase {
         }
     }
 
-    func assertBitwiseEqual(_ a: [Float], _ b: [Float], _ what: String,
-                            file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertEqual(a.count, b.count, "\(what): count", file: file, line: line)
-        if let i = a.indices.first(where: { i in i < b.count && a[i].bitPattern != b[i].bitPattern }) {
-            XCTFail("\(what): first difference at [\(i)]: \(a[i]) vs \(b[i])", file: file, line: line)
-        }
-    }
-
     /// The upper p = 10⁻⁶ quantile of χ² with k degrees of freedom (Wilson–Hilferty approximation,
     /// accurate to a few percent in this tail for k ≥ 4; z₁₀⁻⁶ = 4.753).
     func chiSquareBound(degreesOfFreedom k: Double) -> Double {

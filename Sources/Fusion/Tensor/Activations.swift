@@ -88,12 +88,19 @@ public func swiglu(gateAndUp x: Tensor) -> Tensor {
         Parallel.forRows(rows, width: width) { r in
             for row in r {
                 let a = xs + row * width, b = a + f, go = gy + row * f, ga = gx + row * width, gb = ga + f
+                // One loop for both halves: σ(a) is computed once per element, not once per half.
                 if fresh {
-                    for i in 0..<f { let s = logistic(a[i]); ga[i] = go[i] * b[i] * s * (1 + a[i] * (1 - s)) }
-                    for i in 0..<f { gb[i] = go[i] * a[i] * logistic(a[i]) }
+                    for i in 0..<f {
+                        let s = logistic(a[i])
+                        ga[i] = go[i] * b[i] * s * (1 + a[i] * (1 - s))
+                        gb[i] = go[i] * a[i] * s
+                    }
                 } else {
-                    for i in 0..<f { let s = logistic(a[i]); ga[i] += go[i] * b[i] * s * (1 + a[i] * (1 - s)) }
-                    for i in 0..<f { gb[i] += go[i] * a[i] * logistic(a[i]) }
+                    for i in 0..<f {
+                        let s = logistic(a[i])
+                        ga[i] += go[i] * b[i] * s * (1 + a[i] * (1 - s))
+                        gb[i] += go[i] * a[i] * s
+                    }
                 }
             }
         }

@@ -12,8 +12,8 @@
 //   (`AttentionMask.keyIntervals`), so the queries are cut into blocks of `attentionBlockRows` and
 //   each block computes scores only against the keys its rows may see (for a causal T = 256 with
 //   blocks of 64: 62.5 % of the T×T scores; fewer with several packed documents). The (sequence,
-//   head) pairs are split over the cores with single-threaded sgemm inside: one 256×256×64 product
-//   is too small for OpenBLAS's own threads to pay. FLOPs are counted as computed.
+//   head) pairs are split over the cores, each pair's sgemms on its own thread: one 256×256×64 product
+//   is too small to split. FLOPs are counted as computed.
 // - `denseAttention`: the full T×T scores with an additive −∞ bias, for any mask; the blocked
 //   kernel's oracle in the tests and its fallback for a mask that is not one interval per row.
 import Foundation
@@ -88,16 +88,14 @@ struct AttentionOperands {
 private func pairChunks(_ pairs: Int) -> Int { Parallel.threadCount <= 1 ? 1 : min(pairs, 8 * Parallel.threadCount) }
 
 /// Runs `body(pair, chunk)` for pair in 0..<pairs, in `pairChunks(pairs)` fixed contiguous chunks
-/// spread over the cores, OpenBLAS single-threaded meanwhile. Each pair's values do not depend on the
-/// split; `chunk` indexes per-chunk scratch memory.
+/// spread over the cores (each sgemm inside on its caller's thread). Each pair's values do not depend
+/// on the split; `chunk` indexes per-chunk scratch memory.
 private func forEachPair(_ pairs: Int, _ body: (_ pair: Int, _ chunk: Int) -> Void) {
     let chunks = pairChunks(pairs)
     if chunks <= 1 { for pair in 0..<pairs { body(pair, 0) }; return }
-    BLAS.singleThreaded {
-        withoutActuallyEscaping(body) { body in
-            DispatchQueue.concurrentPerform(iterations: chunks) { c in
-                for pair in (pairs * c / chunks)..<(pairs * (c + 1) / chunks) { body(pair, c) }
-            }
+    withoutActuallyEscaping(body) { body in
+        DispatchQueue.concurrentPerform(iterations: chunks) { c in
+            for pair in (pairs * c / chunks)..<(pairs * (c + 1) / chunks) { body(pair, c) }
         }
     }
 }

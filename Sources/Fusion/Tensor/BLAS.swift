@@ -1,43 +1,80 @@
-// The one file that talks to OpenBLAS: single and strided-batched sgemm, the thread count, and how
-// long its idle worker threads spin.
+// The one file that talks to OpenBLAS: single and strided-batched sgemm, and how a product is spread
+// over the cores.
+//
+// OpenBLAS runs on the calling thread only; `sgemm` splits a large product into row (or column) panels
+// itself and runs them on our own threads, the ones the element-wise passes use. Measured on the
+// core's d = 128 shapes (4096×704×128 and its backward products), this is 5–15 % faster than OpenBLAS's
+// own threading: no worker to wake or leave spinning after each product, no synchronisation between
+// the two halves. The panels split m or n, never k, so every element is the same dot product in the
+// same order however many panels computed it (tested bit for bit).
 import CBLAS
 import Foundation
 
 public enum BLAS {
     /// C[m×n] = alpha · op(A) · op(B) + beta · C, row-major; op transposes when the flag is set.
     /// lda/ldb/ldc are the row strides of A, B, C as stored (so sub-matrices need no copy).
-    @inline(__always)
     public static func sgemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
                              alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
                              b: UnsafePointer<Float>, ldb: Int,
                              beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
         FlopCounter.add(2 * m * n * k)
-        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                    blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb),
-                    beta, c, blasint(ldc))
+        let panels = panelCount(m: m, n: n, k: k)
+        guard panels > 1 else {
+            sgemmUncounted(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                           b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+            return
+        }
+        let alongRows = m >= n, extent = alongRows ? m : n
+        DispatchQueue.concurrentPerform(iterations: panels) { panel in
+            let start = panelBoundary(panel, of: panels, extent: extent), end = panelBoundary(panel + 1, of: panels, extent: extent)
+            if alongRows {  // rows start..<end of op(A) and C
+                sgemmUncounted(transA: transA, transB: transB, m: end - start, n: n, k: k, alpha: alpha,
+                               a: a + (transA ? start : start * lda), lda: lda, b: b, ldb: ldb,
+                               beta: beta, c: c + start * ldc, ldc: ldc)
+            } else {  // columns start..<end of op(B) and C
+                sgemmUncounted(transA: transA, transB: transB, m: m, n: end - start, k: k, alpha: alpha,
+                               a: a, lda: lda, b: b + (transB ? start * ldb : start), ldb: ldb,
+                               beta: beta, c: c + start, ldc: ldc)
+            }
+        }
     }
 
-    /// sgemm without touching `FlopCounter` (which is not thread-safe): for kernels that call BLAS from
-    /// several threads at once and count their FLOPs themselves, once, on the calling thread.
+    /// The fewest multiply-adds a panel gets. Below it, waking a second thread (a few microseconds)
+    /// costs about what the second core saves. It also keeps every panel of a split product on the
+    /// kernel the whole product uses: OpenBLAS 0.3.21 computes products of at most 10⁶ multiply-adds with
+    /// separate small-matrix kernels that round differently, and a panel is at least half this size.
+    static let panelMultiplyAdds = 1 << 21
+
+    /// How many panels `sgemm` splits an m×n×k product into: at most one per thread, each at least 32
+    /// rows or columns wide and `panelMultiplyAdds` large.
+    static func panelCount(m: Int, n: Int, k: Int) -> Int {
+        guard Parallel.threadCount > 1 else { return 1 }
+        return max(1, min(Parallel.threadCount, max(m, n) / 32, m * n * k / panelMultiplyAdds))
+    }
+
+    /// Where panel `index` of `panels` starts along an extent: an even split rounded to multiples of 16
+    /// (OpenBLAS's register tiles), so no panel but the last computes a ragged edge tile.
+    static func panelBoundary(_ index: Int, of panels: Int, extent: Int) -> Int {
+        index == panels ? extent : min(extent, (extent * index / panels + 8) / 16 * 16)
+    }
+
+    /// sgemm on the calling thread, without touching `FlopCounter` (which is not thread-safe): for
+    /// kernels that call BLAS from several threads at once and count their FLOPs themselves, once, on the
+    /// calling thread.
     @inline(__always)
     static func sgemmUncounted(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
                                alpha: Float = 1, a: UnsafePointer<Float>, lda: Int,
                                b: UnsafePointer<Float>, ldb: Int,
                                beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        _ = openBLASOnCallingThread
         cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                     blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb),
                     beta, c, blasint(ldc))
     }
 
-    /// Runs `body` with OpenBLAS on one thread, so that `body` may call sgemm from several threads of
-    /// its own (each call then runs on its caller's thread; OpenBLAS splits only m and n, never k, so
-    /// a product's values do not depend on how many threads computed it).
-    static func singleThreaded<R>(_ body: () throws -> R) rethrows -> R {
-        let previous = threadCount
-        if previous != 1 { threadCount = 1 }
-        defer { if previous != 1 { threadCount = previous } }
-        return try body()
-    }
+    /// Set once, before the first product: OpenBLAS computes each call on the thread that makes it. Its
+    /// worker threads, started when the library loads, then never get work and go to sleep.
+    private static let openBLASOnCallingThread: Void = { openblas_set_num_threads(1) }()
 
     /// `count` independent products, the i-th reading A + i·strideA, B + i·strideB, writing C + i·strideC.
     public static func sgemmBatched(count: Int, transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
@@ -56,27 +93,15 @@ public enum BLAS {
         openblas_get_config().map { String(cString: $0) } ?? "unknown"
     }
 
-    /// OpenBLAS's own worker threads (it uses all cores by default).
-    public static var threadCount: Int {
-        get { Int(openblas_get_num_threads()) }
-        set { openblas_set_num_threads(Int32(newValue)) }
-    }
-
-    /// After each product, OpenBLAS's idle workers spin on sched_yield for 2^28 cycles (≈ 0.1 s) before
-    /// they sleep (its THREAD_TIMEOUT), so during the element-wise passes between products a worker keeps
-    /// taking time slices from our own two threads: measured, about 4 % of a d = 512 training step went to
-    /// the scheduler. With a timeout of 2^`exponent` cycles they sleep at once, and waking one costs a few
-    /// microseconds per product. OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when it is loaded; this sets it
-    /// (unless the user did), has OpenBLAS read its environment again and restarts its workers (they start
-    /// again at the next product). Call it once, first thing, from a program's entry point. Where the
-    /// library lacks these entry points (another OpenBLAS build), nothing changes.
-    public static func letIdleWorkersSleep(exponent: Int = 4) {
-        guard getenv("OPENBLAS_THREAD_TIMEOUT") == nil,
-              let library = dlopen(nil, RTLD_NOW),
-              let readEnvironment = dlsym(library, "openblas_read_env"),
-              let shutDownWorkers = dlsym(library, "blas_thread_shutdown_") else { return }
-        setenv("OPENBLAS_THREAD_TIMEOUT", String(exponent), 1)  // also inherited by the processes we start
-        unsafeBitCast(readEnvironment, to: (@convention(c) () -> Void).self)()
-        _ = unsafeBitCast(shutDownWorkers, to: (@convention(c) () -> Int32).self)()
+    /// The same product as `sgemm`, computed in one call with OpenBLAS's own threading over `threads` of
+    /// its workers: the comparison the bench's ceiling takes the better of. Not counted.
+    public static func sgemmWithOpenBLASThreads(_ threads: Int, transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                                                a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                                                c: UnsafeMutablePointer<Float>, ldc: Int) {
+        _ = openBLASOnCallingThread
+        openblas_set_num_threads(Int32(threads))
+        defer { openblas_set_num_threads(1) }
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                    blasint(m), blasint(n), blasint(k), 1, a, blasint(lda), b, blasint(ldb), 0, c, blasint(ldc))
     }
 }
