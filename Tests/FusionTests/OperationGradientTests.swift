@@ -136,6 +136,10 @@ final class OperationGradientTests: XCTestCase {
         let qkv = testTensor([2, 3, 3, 2, 4], seed: 46), wq = testTensor([4], seed: 47, range: 0.5...1.5), wk = testTensor([4], seed: 48, range: 0.5...1.5)
         assertGradientsMatch([qkv, wq, wk]) { rotaryQKV($0[0], queryNorm: $0[1], keyNorm: $0[2], positions: [0, 1, 2, 5, 0, 1]) }
         assertGradientsMatch([qkv]) { rotaryQKV($0[0], queryNorm: nil, keyNorm: nil, positions: [3, 4, 5]) }
+        // Heads of 20: one eight-lane step and a scalar tail in every loop.
+        let wide = testTensor([1, 2, 3, 1, 20], seed: 50), wq20 = testTensor([20], seed: 51, range: 0.5...1.5)
+        let wk20 = testTensor([20], seed: 52, range: 0.5...1.5)
+        assertGradientsMatch([wide, wq20, wk20]) { rotaryQKV($0[0], queryNorm: $0[1], keyNorm: $0[2], positions: [1, 7]) }
     }
 
     func testPackedAttention() {

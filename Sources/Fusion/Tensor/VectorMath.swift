@@ -76,6 +76,9 @@ func storeScaledExponentials(_ x: UnsafePointer<Float>, minus shift: Float, scal
 @inline(__always)
 func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
 
+@inline(__always)
+func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self) }
+
 // Lane-wise max/min and horizontal sum/max written out: the standard library's generic
 // `pointwiseMax`, `clamped` and `sum()` were left as calls or scalar shuffles (seen in perf).
 @inline(__always)
