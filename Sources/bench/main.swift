@@ -109,9 +109,8 @@ for n in [512, 1024, 2048] {
     let (seconds, flops) = measure {
         BLAS.sgemm(transA: false, transB: false, m: n, n: n, k: n, a: a.data, lda: n, b: b.data, ldb: n, c: c.data, ldc: n)
     }
-    let (openBLASSeconds, _) = measure {
-        BLAS.sgemmWithOpenBLASThreads(Parallel.threadCount, transA: false, transB: false, m: n, n: n, k: n,
-                                      a: a.data, lda: n, b: b.data, ldb: n, c: c.data, ldc: n)
+    let (openBLASSeconds, _) = BLAS.withOpenBLASThreads(Parallel.threadCount) {
+        measure { BLAS.sgemm(transA: false, transB: false, m: n, n: n, k: n, a: a.data, lda: n, b: b.data, ldb: n, c: c.data, ldc: n) }
     }
     let rate = Double(flops) / seconds / 1e9, openBLASRate = Double(flops) / openBLASSeconds / 1e9
     ceiling = max(ceiling, rate, openBLASRate)

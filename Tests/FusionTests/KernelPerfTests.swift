@@ -178,7 +178,14 @@ final class KernelPerfTests: XCTestCase {
                 for row in 0..<m { XCTAssertEqual(Array(c[(row * ldc + n)..<((row + 1) * ldc)]), Array(start.array[(row * ldc + n)..<((row + 1) * ldc)])) }
             }
         }
+        // OpenBLAS's own threading (the bench's comparison) computes the same large product, and our
+        // panels work as before once its workers are shut down again.
         Parallel.threadCount = 2
+        let (a, b) = (testTensor([600, 300], seed: 24, requiresGrad: false), testTensor([300, 500], seed: 25, requiresGrad: false))
+        let panels = matmul(a, b).array
+        assertBitwiseEqual(BLAS.withOpenBLASThreads(2) { matmul(a, b).array }, panels, "OpenBLAS threads vs panels")
+        assertBitwiseEqual(matmul(a, b).array, panels, "panels after OpenBLAS threads")
+
         XCTAssertEqual(BLAS.panelCount(m: 128, n: 128, k: 127), 1, "a small product stays on the calling thread")
         XCTAssertEqual(BLAS.panelCount(m: 8, n: 20, k: 100_000), 1, "too narrow to split")
         XCTAssertEqual(BLAS.panelBoundary(1, of: 2, extent: 1_000), 496)

@@ -18,7 +18,7 @@ public enum BLAS {
                              b: UnsafePointer<Float>, ldb: Int,
                              beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
         FlopCounter.add(2 * m * n * k)
-        let panels = panelCount(m: m, n: n, k: k)
+        let panels = usesOwnPanels ? panelCount(m: m, n: n, k: k) : 1
         guard panels > 1 else {
             sgemmUncounted(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
                            b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
@@ -93,15 +93,25 @@ public enum BLAS {
         openblas_get_config().map { String(cString: $0) } ?? "unknown"
     }
 
-    /// The same product as `sgemm`, computed in one call with OpenBLAS's own threading over `threads` of
-    /// its workers: the comparison the bench's ceiling takes the better of. Not counted.
-    public static func sgemmWithOpenBLASThreads(_ threads: Int, transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
-                                                a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-                                                c: UnsafeMutablePointer<Float>, ldc: Int) {
+    /// Runs `body` with OpenBLAS's own threading instead of `sgemm`'s panels: each product is one call
+    /// that OpenBLAS splits over `threads` of its workers. For comparison only (the bench's ceiling takes
+    /// the better of the two). Afterwards its workers are shut down: left alone they spin on sched_yield
+    /// for a while after their last product and slow whatever runs next on the cores (measured: our
+    /// panels at half speed for seconds). They start again if OpenBLAS threading is used again.
+    public static func withOpenBLASThreads<R>(_ threads: Int, _ body: () throws -> R) rethrows -> R {
         _ = openBLASOnCallingThread
         openblas_set_num_threads(Int32(threads))
-        defer { openblas_set_num_threads(1) }
-        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                    blasint(m), blasint(n), blasint(k), 1, a, blasint(lda), b, blasint(ldb), 0, c, blasint(ldc))
+        usesOwnPanels = false
+        defer {
+            usesOwnPanels = true
+            openblas_set_num_threads(1)
+            if let library = dlopen(nil, RTLD_NOW), let shutDown = dlsym(library, "blas_thread_shutdown_") {
+                _ = unsafeBitCast(shutDown, to: (@convention(c) () -> Int32).self)()
+            }
+        }
+        return try body()
     }
+
+    /// False only inside `withOpenBLASThreads`.
+    nonisolated(unsafe) private static var usesOwnPanels = true
 }
