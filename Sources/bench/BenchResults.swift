@@ -4,6 +4,7 @@
 //   /ceiling/NNN           one group per sgemm size: n, gflops (the better of fusion_gflops and
 //                          openblas_threads_gflops: Fusion's own split and OpenBLAS's threading)
 //   /kernels/NNN           name, milliseconds, gflops, share_of_ceiling
+//   /threading/NNN         name, m, n, k, panels_gflops, openblas_threads_gflops (each product of a step)
 //   /steps/S|M|L           text-only core step: width, layers, heads, batch, tokens, seconds_per_step,
 //                          tokens_per_s, counted_flops, counted_gflops, mfu, estimated_6nd_mfu, peak_rss_bytes
 //   /recipe_steps/R_S      the same for each recipe's whole training step (R = chameleon, showo, transfusion)

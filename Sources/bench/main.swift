@@ -5,6 +5,7 @@
 //   swift run -c release bench attention norm  # only kernels/steps whose name contains a word given
 //   swift run -c release bench --seconds 2     # time budget per kernel (default 1)
 //   swift run -c release bench step L          # one training step size alone (its peak memory is its own)
+//   swift run -c release bench threading       # each product of a step: Fusion's panels vs OpenBLAS's threads
 //   swift run -c release bench peer            # Fusion vs PyTorch, alternating, one process per run
 //                                              # (needs scripts/peers/setup once)
 //   swift run -c release bench recipe          # each recipe's training step at S, M, L ("recipe showo L"
@@ -216,6 +217,12 @@ for kernel in kernels where filters.isEmpty || filters.contains(where: { kernel.
     record("kernels", "", numbers: [("milliseconds", seconds * 1e3), ("gflops", rate), ("share_of_ceiling", rate / ceiling)],
            strings: [("name", kernel.name)])
 }
+
+// MARK: - Threading: Fusion's panels against OpenBLAS's threads on the step's products
+
+runThreadingComparison(ReferenceSize.all.flatMap(CoreProduct.ofStep).filter { product in
+    filters.isEmpty || filters.contains { "threading \(product.name)".lowercased().contains($0) }
+})
 
 // MARK: - Training steps
 
