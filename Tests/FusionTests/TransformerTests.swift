@@ -40,6 +40,33 @@ final class TransformerTests: XCTestCase {
         }
     }
 
+    /// A call with enough work to spread its (sequence, head) pairs over the cores: the new positions'
+    /// attention over a cached prefix equals the dense kernel over the whole sequence (the prefix causal,
+    /// the new positions one bidirectional span), and its FLOPs are counted once.
+    func testCachedAttentionOverManyPairsMatchesDenseAttention() {
+        var config = TransformerConfig()
+        (config.width, config.heads, config.layers, config.contextLength) = (32, 2, 1, 128)
+        let (b, h, dh, prefix, new) = (4, 2, 16, 40, 64)
+        XCTAssertGreaterThanOrEqual(b * h * new * (prefix + new) * dh, KVCache.parallelMultiplyAdds, "the case must take the parallel path")
+        let q = testTensor([b, prefix + new, h, dh], seed: 60), k = testTensor([b, prefix + new, h, dh], seed: 61)
+        let v = testTensor([b, prefix + new, h, dh], seed: 62)
+        let part = { (x: Tensor, start: Int, count: Int) in x.narrow(axis: 1, start: start, length: count).copy() }
+        let cache = KVCache(config: config, batch: b)
+        _ = cache.attend(layer: 0, query: part(q, 0, prefix), key: part(k, 0, prefix), value: part(v, 0, prefix),
+                         newTokens: .causal, valid: nil)
+        cache.finish(newCount: prefix, valid: nil, commit: true)
+        var cached = Tensor(zeros: [1])
+        let flops = FlopCounter.measure {
+            cached = cache.attend(layer: 0, query: part(q, prefix, new), key: part(k, prefix, new), value: part(v, prefix, new),
+                                  newTokens: .bidirectional, valid: nil)
+        }
+        XCTAssertEqual(flops, Int64(b * h * new * (prefix + new) * (4 * dh + 5)))
+        let spans = (0..<(prefix + new)).map { Int32($0 < prefix ? -1 : 0) }
+        let mask = AttentionMask(documentIDs: [Int32](repeating: 0, count: prefix + new), spanIDs: spans)
+        let dense = withoutGradients { denseAttention(query: q, key: k, value: v, masks: Array(repeating: mask, count: b)) }
+        assertClose(cached, part(dense, prefix, new), tolerance: 1e-5)
+    }
+
     /// An uncommitted call leaves the cache as it was, so a diffusion step can be repeated.
     func testUncommittedCallDoesNotGrowTheCache() {
         let core = tinyCore(qkNorm: true, norms: .pre)

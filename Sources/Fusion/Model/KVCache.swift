@@ -72,28 +72,37 @@ public final class KVCache {
             }
         }
         let out = Tensor(uninitializedShape: q.shape)
-        let scores = Tensor(uninitializedShape: [tn, tk])
-        let scale = 1 / Float(headWidth).squareRoot()
-        withExtendedLifetime((bias, scores)) {
-            for sequence in 0..<b {
-                for head in 0..<heads {
-                    let qOffset = sequence * tn * d + head * headWidth, cOffset = sequence * capacity * d + head * headWidth
-                    BLAS.sgemm(transA: false, transB: true, m: tn, n: tk, k: headWidth, alpha: scale,
-                               a: q.data + qOffset, lda: d, b: cachedKeys.data + cOffset, ldb: d, c: scores.data, ldc: tk)
-                    let maskBias = bias.data + sequence * tn * tk
-                    for i in 0..<tn {
-                        let row = scores.data + i * tk
-                        for j in 0..<tk { row[j] += maskBias[i * tk + j] }
-                        softmaxRow(row, row, tk)
-                    }
-                    BLAS.sgemm(transA: false, transB: false, m: tn, n: headWidth, k: tk,
-                               a: scores.data, lda: tk, b: cachedValues.data + cOffset, ldb: d, c: out.data + qOffset, ldc: d)
-                }
+        let scale = 1 / Float(headWidth).squareRoot(), pairs = b * heads
+        // The (sequence, head) pairs run on both cores when there is enough work to pay for waking the
+        // second (a one-position step of autoregressive sampling is not); each pair's values are the same
+        // either way. Products run on the calling thread and are counted once, below.
+        let parallel = pairs * tn * tk * headWidth >= Self.parallelMultiplyAdds
+        let scores = Tensor(uninitializedShape: [parallel ? pairChunks(pairs) : 1, tn, tk])  // per chunk
+        let qs = q.data, ks = cachedKeys.data, vs = cachedValues.data, os = out.data, biases = bias.data, scratch = scores.data
+        let (heads, dh, capacity) = (heads, headWidth, capacity)
+        let attendPair = { (pair: Int, chunk: Int) in
+            let sequence = pair / heads, head = pair % heads
+            let qOffset = sequence * tn * d + head * dh, cOffset = sequence * capacity * d + head * dh
+            let s = scratch + chunk * tn * tk, maskBias = biases + sequence * tn * tk
+            BLAS.sgemmUncounted(transA: false, transB: true, m: tn, n: tk, k: dh, alpha: scale,
+                                a: qs + qOffset, lda: d, b: ks + cOffset, ldb: d, c: s, ldc: tk)
+            for i in 0..<tn {
+                let row = s + i * tk
+                for j in 0..<tk { row[j] += maskBias[i * tk + j] }
+                softmaxRow(row, row, tk)
             }
+            BLAS.sgemmUncounted(transA: false, transB: false, m: tn, n: dh, k: tk,
+                                a: s, lda: tk, b: vs + cOffset, ldb: d, c: os + qOffset, ldc: d)
+        }
+        withExtendedLifetime((bias, scores)) {
+            if parallel { forEachPair(pairs, attendPair) } else { for pair in 0..<pairs { attendPair(pair, 0) } }
         }
         FlopCounter.add(b * heads * tn * tk * (4 * headWidth + 5))
         return out
     }
+
+    /// The fewest multiply-adds (Q·Kᵀ over all pairs) for which `attend` spreads its pairs over the cores.
+    static let parallelMultiplyAdds = 1 << 18
 
     /// Called once per forward pass after every layer has attended.
     func finish(newCount: Int, valid: [[Bool]]?, commit: Bool) {

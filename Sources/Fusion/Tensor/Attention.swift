@@ -85,12 +85,12 @@ struct AttentionOperands {
 
 /// Chunks of (sequence, head) pairs: several per core, so that a core lost to another process for a
 /// while leaves its later chunks to the other core instead of holding up the whole call.
-private func pairChunks(_ pairs: Int) -> Int { Parallel.threadCount <= 1 ? 1 : min(pairs, 8 * Parallel.threadCount) }
+func pairChunks(_ pairs: Int) -> Int { Parallel.threadCount <= 1 ? 1 : min(pairs, 8 * Parallel.threadCount) }
 
 /// Runs `body(pair, chunk)` for pair in 0..<pairs, in `pairChunks(pairs)` fixed contiguous chunks
 /// spread over the cores (each sgemm inside on its caller's thread). Each pair's values do not depend
 /// on the split; `chunk` indexes per-chunk scratch memory.
-private func forEachPair(_ pairs: Int, _ body: (_ pair: Int, _ chunk: Int) -> Void) {
+func forEachPair(_ pairs: Int, _ body: (_ pair: Int, _ chunk: Int) -> Void) {
     let chunks = pairChunks(pairs)
     if chunks <= 1 { for pair in 0..<pairs { body(pair, 0) }; return }
     withoutActuallyEscaping(body) { body in
