@@ -151,7 +151,8 @@ final class KernelPerfTests: XCTestCase {
     func testSplitProductsEqualOneCallBitForBit() {
         let saved = Parallel.threadCount
         defer { Parallel.threadCount = saved }
-        for (m, n, k) in [(2_400, 70, 40), (50, 3_300, 40), (1_517, 300, 21)] {  // ≥ 3 panels' worth each
+        // Three cases of ≥ 3 panels' worth, and one just large enough for two (panels of 64 and 72 rows).
+        for (m, n, k) in [(2_400, 70, 40), (50, 3_300, 40), (1_517, 300, 21), (136, 100, 210)] {
             for (transA, transB) in [(false, false), (false, true), (true, false), (true, true)] {
                 let (lda, ldb, ldc) = ((transA ? m : k) + 3, (transB ? k : n) + 5, n + 2)  // padded rows
                 let a = testTensor([transA ? k : m, lda], seed: 21, requiresGrad: false)
@@ -168,7 +169,7 @@ final class KernelPerfTests: XCTestCase {
                     let single = product(threads: 1, beta: beta)
                     for threads in [2, 3] {
                         Parallel.threadCount = threads
-                        XCTAssertEqual(BLAS.panelCount(m: m, n: n, k: k), threads)
+                        XCTAssertEqual(BLAS.panelCount(m: m, n: n, k: k), m * n * k >= 3 * BLAS.panelMultiplyAdds ? threads : 2)
                         assertBitwiseEqual(product(threads: threads, beta: beta), single,
                                            "m \(m) n \(n) k \(k) \(transA ? "T" : "N")\(transB ? "T" : "N") beta \(beta), \(threads) panels")
                     }
@@ -186,8 +187,10 @@ final class KernelPerfTests: XCTestCase {
         assertBitwiseEqual(BLAS.withOpenBLASThreads(2) { matmul(a, b).array }, panels, "OpenBLAS threads vs panels")
         assertBitwiseEqual(matmul(a, b).array, panels, "panels after OpenBLAS threads")
 
-        XCTAssertEqual(BLAS.panelCount(m: 128, n: 128, k: 127), 1, "a small product stays on the calling thread")
-        XCTAssertEqual(BLAS.panelCount(m: 8, n: 20, k: 100_000), 1, "too narrow to split")
+        XCTAssertEqual(BLAS.panelCount(m: 100, n: 100, k: 100), 1, "a small product stays on the calling thread")
+        XCTAssertEqual(BLAS.panelCount(m: 136, n: 100, k: 210), 2, "each part keeps more than 10⁶ multiply-adds")
+        XCTAssertEqual(BLAS.panelCount(m: 120, n: 100, k: 1_000), 1, "too narrow for two panels of 64")
+        XCTAssertEqual(BLAS.panelCount(m: 8, n: 120, k: 100_000), 1, "too narrow to split")
         XCTAssertEqual(BLAS.panelBoundary(1, of: 2, extent: 1_000), 496)
         XCTAssertEqual(BLAS.panelBoundary(2, of: 2, extent: 1_000), 1_000)
     }

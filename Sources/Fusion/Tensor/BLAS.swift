@@ -42,14 +42,15 @@ public enum BLAS {
     /// The fewest multiply-adds a panel gets. Below it, waking a second thread (a few microseconds)
     /// costs about what the second core saves. It also keeps every panel of a split product on the
     /// kernel the whole product uses: OpenBLAS 0.3.21 computes products of at most 10⁶ multiply-adds with
-    /// separate small-matrix kernels that round differently, and a panel is at least half this size.
-    static let panelMultiplyAdds = 1 << 21
+    /// separate small-matrix kernels that round differently. A panel is at least 64 rows or columns wide
+    /// before its edges are rounded to 16, so it keeps at least 3/4 of this: 1.05 × 10⁶.
+    static let panelMultiplyAdds = 1_400_000
 
-    /// How many panels `sgemm` splits an m×n×k product into: at most one per thread, each at least 32
+    /// How many panels `sgemm` splits an m×n×k product into: at most one per thread, each at least 64
     /// rows or columns wide and `panelMultiplyAdds` large.
     static func panelCount(m: Int, n: Int, k: Int) -> Int {
         guard Parallel.threadCount > 1 else { return 1 }
-        return max(1, min(Parallel.threadCount, max(m, n) / 32, m * n * k / panelMultiplyAdds))
+        return max(1, min(Parallel.threadCount, max(m, n) / 64, m * n * k / panelMultiplyAdds))
     }
 
     /// Where panel `index` of `panels` starts along an extent: an even split rounded to multiples of 16
