@@ -18,6 +18,8 @@ func runMeasurement(_ executable: String, _ arguments: [String]) -> PeerMeasurem
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
+    // Two threads each: PyTorch's through OpenMP (the peer script also sets torch's thread count);
+    // Fusion runs OpenBLAS on its own two threads (Parallel.threadCount, the machine's cores).
     var environment = ProcessInfo.processInfo.environment
     environment["OMP_NUM_THREADS"] = "2"
     environment["OPENBLAS_NUM_THREADS"] = "2"
