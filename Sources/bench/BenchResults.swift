@@ -2,7 +2,7 @@
 //
 //   /                      attributes: schema, created, git_commit, machine, openblas, ceiling_gflops
 //   /ceiling/NNN           one group per sgemm size: n, gflops (the better of fusion_gflops and
-//                          openblas_threads_gflops: Fusion's own split and OpenBLAS's threading)
+//                          openblas_threads_gflops: Fusion's panels and OpenBLAS's threading)
 //   /kernels/NNN           name, milliseconds, gflops, share_of_ceiling
 //   /threading/NNN         name, m, n, k, panels_gflops, openblas_threads_gflops (each product of a step)
 //   /steps/S|M|L           text-only core step: width, layers, heads, batch, tokens, seconds_per_step,

@@ -76,8 +76,8 @@ public final class KVCache {
         // The (sequence, head) pairs run on both cores when there is enough work to pay for waking the
         // second (a one-position step of autoregressive sampling is not); each pair's values are the same
         // either way. Products run on the calling thread and are counted once, below.
-        let parallel = pairs * tn * tk * headWidth >= Self.parallelMultiplyAdds
-        let scores = Tensor(uninitializedShape: [parallel ? pairChunks(pairs) : 1, tn, tk])  // per chunk
+        let chunks = pairs * tn * tk * headWidth >= Self.parallelMultiplyAdds ? pairChunks(pairs) : 1
+        let scores = Tensor(uninitializedShape: [chunks, tn, tk])  // per chunk
         let qs = q.data, ks = cachedKeys.data, vs = cachedValues.data, os = out.data, biases = bias.data, scratch = scores.data
         let (heads, dh, capacity) = (heads, headWidth, capacity)
         let attendPair = { (pair: Int, chunk: Int) in
@@ -94,9 +94,7 @@ public final class KVCache {
             BLAS.sgemmUncounted(transA: false, transB: false, m: tn, n: dh, k: tk,
                                 a: s, lda: tk, b: vs + cOffset, ldb: d, c: os + qOffset, ldc: d)
         }
-        withExtendedLifetime((bias, scores)) {
-            if parallel { forEachPair(pairs, attendPair) } else { for pair in 0..<pairs { attendPair(pair, 0) } }
-        }
+        withExtendedLifetime((bias, scores)) { forEachPair(pairs, chunks: chunks, attendPair) }
         FlopCounter.add(b * heads * tn * tk * (4 * headWidth + 5))
         return out
     }

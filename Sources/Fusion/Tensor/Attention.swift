@@ -87,11 +87,10 @@ struct AttentionOperands {
 /// while leaves its later chunks to the other core instead of holding up the whole call.
 func pairChunks(_ pairs: Int) -> Int { Parallel.threadCount <= 1 ? 1 : min(pairs, 8 * Parallel.threadCount) }
 
-/// Runs `body(pair, chunk)` for pair in 0..<pairs, in `pairChunks(pairs)` fixed contiguous chunks
-/// spread over the cores (each sgemm inside on its caller's thread). Each pair's values do not depend
-/// on the split; `chunk` indexes per-chunk scratch memory.
-func forEachPair(_ pairs: Int, _ body: (_ pair: Int, _ chunk: Int) -> Void) {
-    let chunks = pairChunks(pairs)
+/// Runs `body(pair, chunk)` for pair in 0..<pairs, in `chunks` fixed contiguous chunks spread over the
+/// cores (each sgemm inside on its caller's thread; one chunk: all on the calling thread). Each pair's
+/// values do not depend on the split; `chunk` indexes per-chunk scratch memory.
+func forEachPair(_ pairs: Int, chunks: Int, _ body: (_ pair: Int, _ chunk: Int) -> Void) {
     if chunks <= 1 { for pair in 0..<pairs { body(pair, 0) }; return }
     withoutActuallyEscaping(body) { body in
         DispatchQueue.concurrentPerform(iterations: chunks) { c in
@@ -129,7 +128,7 @@ func blockedAttention(_ operands: AttentionOperands, keyLow: [Int32], keyHigh: [
     let qs = operands.q, ks = operands.k, vs = operands.v, os = out.data, ps = probabilities.data
     keyLow.withUnsafeBufferPointer { lo in
         keyHigh.withUnsafeBufferPointer { hi in
-            forEachPair(b * h) { pair, _ in
+            forEachPair(b * h, chunks: pairChunks(b * h)) { pair, _ in
                 let sequence = pair / h, head = pair % h
                 // `input` indexes Q, K, V (row stride rs); `offset` the output and its gradient (row stride d).
                 let input = sequence * t * rs + head * dh, offset = sequence * t * d + head * dh, p = ps + pair * t * t
@@ -164,7 +163,7 @@ func blockedAttention(_ operands: AttentionOperands, keyLow: [Int32], keyHigh: [
         let gs = g.data, scratchData = scratch.data
         keyLow.withUnsafeBufferPointer { lo in
             keyHigh.withUnsafeBufferPointer { hi in
-                forEachPair(b * h) { pair, worker in
+                forEachPair(b * h, chunks: pairChunks(b * h)) { pair, worker in
                     let sequence = pair / h, head = pair % h
                     let input = sequence * t * rs + head * dh, offset = sequence * t * d + head * dh, p = ps + pair * t * t
                     let ds = scratchData + worker * blockRows * t
