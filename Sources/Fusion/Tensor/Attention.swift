@@ -92,10 +92,8 @@ func pairChunks(_ pairs: Int) -> Int { Parallel.threadCount <= 1 ? 1 : min(pairs
 /// values do not depend on the split; `chunk` indexes per-chunk scratch memory.
 func forEachPair(_ pairs: Int, chunks: Int, _ body: (_ pair: Int, _ chunk: Int) -> Void) {
     if chunks <= 1 { for pair in 0..<pairs { body(pair, 0) }; return }
-    withoutActuallyEscaping(body) { body in
-        DispatchQueue.concurrentPerform(iterations: chunks) { c in
-            for pair in (pairs * c / chunks)..<(pairs * (c + 1) / chunks) { body(pair, c) }
-        }
+    Parallel.perform(iterations: chunks) { c in
+        for pair in (pairs * c / chunks)..<(pairs * (c + 1) / chunks) { body(pair, c) }
     }
 }
 

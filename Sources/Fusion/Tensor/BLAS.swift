@@ -26,7 +26,7 @@ public enum BLAS {
             return
         }
         let alongRows = m >= n, extent = alongRows ? m : n
-        DispatchQueue.concurrentPerform(iterations: panels) { panel in
+        Parallel.perform(iterations: panels) { panel in
             let start = panelBoundary(panel, of: panels, extent: extent), end = panelBoundary(panel + 1, of: panels, extent: extent)
             if alongRows {  // rows start..<end of op(A) and C
                 sgemmUncounted(transA: transA, transB: transB, m: end - start, n: n, k: k, alpha: alpha,

@@ -13,7 +13,7 @@ func accumulateOverRows(rows: Int, width: Int, into target: UnsafeMutablePointer
     guard let target else { Parallel.forRanges(rows, minimumPerThread: max(1, 8192 / width)) { body($0, nil) }; return }
     let chunks = max(1, min(Parallel.threadCount, rows / max(1, 8192 / width)))
     let partial = Tensor(zeros: [chunks, width])
-    DispatchQueue.concurrentPerform(iterations: chunks) { c in
+    Parallel.perform(iterations: chunks) { c in
         body((rows * c / chunks)..<(rows * (c + 1) / chunks), partial.data + c * width)
     }
     for c in 0..<chunks { for j in 0..<width { target[j] += partial.data[c * width + j] } }

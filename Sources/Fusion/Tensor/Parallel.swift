@@ -1,8 +1,8 @@
 // Splitting element-wise and row-wise loops over the machine's cores.
 //
 // The closure runs once per chunk (never per element), on contiguous ranges, so the loops inside stay
-// plain pointer loops the compiler vectorises. Small jobs run inline: waking a second thread costs a
-// few microseconds, more than ~16K element-wise operations take.
+// plain pointer loops the compiler vectorises. Small jobs run inline: handing a chunk to another thread
+// costs about a microsecond, more than ~16K element-wise operations take (WorkerPool.swift).
 import Foundation
 
 public enum Parallel {
@@ -23,11 +23,14 @@ public enum Parallel {
         // while then leaves its later chunks to the other instead of holding up the whole pass. Every
         // body is element- or row-wise, so where the chunks fall never changes a value.
         let chunks = min(4 * threads, max(threads, count / max(minimumPerThread / 4, 1)))
-        withoutActuallyEscaping(body) { body in
-            DispatchQueue.concurrentPerform(iterations: chunks) { c in
-                body((count * c / chunks)..<(count * (c + 1) / chunks))
-            }
-        }
+        perform(iterations: chunks) { c in body((count * c / chunks)..<(count * (c + 1) / chunks)) }
+    }
+
+    /// Calls `body(i)` for every i in 0..<iterations on up to `threadCount` threads (the caller's and the
+    /// worker pool's), returning when every call has; chunks go to whichever thread is free first.
+    @inline(__always)
+    public static func perform(iterations: Int, _ body: (Int) -> Void) {
+        WorkerPool.shared.run(iterations: iterations, threads: threadCount, body)
     }
 
     /// `forRanges` over `rows` rows of `width` elements each, split when every thread still gets
