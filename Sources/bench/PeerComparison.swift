@@ -11,6 +11,8 @@ struct PeerMeasurement {
     let peakResidentBytes: Double
     /// The fastest single step (0 when the peer did not report it).
     let bestSecondsPerStep: Double
+    /// FLOPs a step counts itself (Fusion only; 0 for the peer).
+    let countedFlopsPerStep: Double
 }
 
 /// Runs a command and parses its `RESULT key=value …` line.
@@ -46,7 +48,7 @@ func runMeasurement(_ executable: String, _ arguments: [String]) -> PeerMeasurem
         return nil
     }
     return PeerMeasurement(tokensPerSecond: tokens, secondsPerStep: seconds, peakResidentBytes: peak,
-                           bestSecondsPerStep: values["best_seconds_per_step"] ?? 0)
+                           bestSecondsPerStep: values["best_seconds_per_step"] ?? 0, countedFlopsPerStep: values["counted_flops"] ?? 0)
 }
 
 func runPeerComparison(ceiling: Double, rounds: Int, steps: Int) {
@@ -56,7 +58,7 @@ func runPeerComparison(ceiling: Double, rounds: Int, steps: Int) {
         exit(2)
     }
     let me = Bundle.main.executablePath ?? CommandLine.arguments[0]
-    print("size   Fusion tokens/s   PyTorch tokens/s   ratio   (fastest step: ratio)   Fusion MiB   PyTorch MiB   (best of \(rounds) alternating rounds, \(steps) steps each)")
+    print("size   Fusion tokens/s   PyTorch tokens/s   ratio   (fastest step: ratio)   Fusion MFU   (fastest step)   Fusion MiB   PyTorch MiB   (best of \(rounds) alternating rounds, \(steps) steps each)")
     for size in ReferenceSize.all {
         var fusion: [PeerMeasurement] = [], torch: [PeerMeasurement] = []
         for _ in 0..<rounds {
@@ -70,11 +72,14 @@ func runPeerComparison(ceiling: Double, rounds: Int, steps: Int) {
         // other processes share the cores (PyTorch's OpenMP threads suffer most from that).
         let fBest = fusion.map(\.bestSecondsPerStep).filter { $0 > 0 }.min() ?? f.secondsPerStep
         let tBest = torch.map(\.bestSecondsPerStep).filter { $0 > 0 }.min() ?? t.secondsPerStep
-        print(String(format: "%@   %15.0f   %16.0f   %5.2f×   %19.2f×   %10.0f   %11.0f", size.name, f.tokensPerSecond, t.tokensPerSecond,
-                     f.tokensPerSecond / t.tokensPerSecond, tBest / fBest, fMemory, tMemory))
+        // MFU as in `bench step`: the FLOPs Fusion's step counts ÷ its median (or fastest) step ÷ this run's ceiling.
+        let mfu = f.countedFlopsPerStep / f.secondsPerStep / 1e9 / ceiling, fastestMFU = f.countedFlopsPerStep / fBest / 1e9 / ceiling
+        print(String(format: "%@   %15.0f   %16.0f   %5.2f×   %19.2f×   %8.1f %%   %12.1f %%   %10.0f   %11.0f", size.name, f.tokensPerSecond,
+                     t.tokensPerSecond, f.tokensPerSecond / t.tokensPerSecond, tBest / fBest, 100 * mfu, 100 * fastestMFU, fMemory, tMemory))
         record("peer", size.name, numbers: [("fusion_tokens_per_s", f.tokensPerSecond), ("pytorch_tokens_per_s", t.tokensPerSecond),
                                             ("ratio", f.tokensPerSecond / t.tokensPerSecond), ("ratio_fastest_step", tBest / fBest),
                                             ("fusion_best_seconds_per_step", fBest), ("pytorch_best_seconds_per_step", tBest),
+                                            ("fusion_mfu", mfu), ("fusion_mfu_fastest_step", fastestMFU),
                                             ("fusion_peak_rss_bytes", fMemory * 1_048_576), ("pytorch_peak_rss_bytes", tMemory * 1_048_576),
                                             ("rounds", Double(rounds)), ("steps", Double(steps))])
     }

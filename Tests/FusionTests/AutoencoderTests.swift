@@ -45,7 +45,7 @@ private func fixtureImages(_ n: Int, seed: UInt64) -> Tensor {
 /// Trains a tiny autoencoder on the fixture (AdamW, constant rate after warm-up).
 private func trainTiny(_ kind: AutoencoderConfig.Kind, steps: Int = 60) -> ConvAutoencoder {
     let config = tinyConfig(kind)
-    var g = RandomGenerator(seed: 7)
+    let g = RandomGenerator(seed: 7)
     var initG = g.split(key: "init"), bottleneckG = g.split(key: "bottleneck")
     let model = ConvAutoencoder(config: config, generator: &initG)
     let optimizer = AdamW(parameters: model.namedParameters(), learningRate: config.learningRate, weightDecay: 0)

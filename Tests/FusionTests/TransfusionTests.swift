@@ -205,7 +205,7 @@ final class TransfusionTests: XCTestCase {
         config.patchSize = patchSize
         config.patchEncoder = encoder
         config.diffusionObjective = objective
-        var generator = RandomGenerator(seed: 21)
+        let generator = RandomGenerator(seed: 21)
         var initGenerator = generator.split(key: "init"), data = generator.split(key: "data")
         var noise = generator.split(key: "noise"), sampling = generator.split(key: "sampling")
         let model = try FusionModel(config: config, vocabulary: vocabulary, generator: &initGenerator)

@@ -68,7 +68,7 @@ enum AutoencoderTraining {
             throw TrainingFailure(description: "Fashion-MNIST images are 1×\(train.side)×\(train.side) (padding 2); set imageSide to \(train.side) and imageChannels to 1")
         }
 
-        var generator = RandomGenerator(seed: config.seed)
+        let generator = RandomGenerator(seed: config.seed)
         var initGenerator = generator.split(key: "init")
         var dataGenerator = generator.split(key: "data")
         var bottleneckGenerator = generator.split(key: "bottleneck")  // kl noise, vq restarts

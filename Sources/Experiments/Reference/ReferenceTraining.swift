@@ -59,7 +59,7 @@ enum ReferenceTraining {
         let train = try FashionMNIST.load(.train, directory: dataDirectory)
         let test = try FashionMNIST.load(.test, directory: dataDirectory)
 
-        var generator = RandomGenerator(seed: config.seed)
+        let generator = RandomGenerator(seed: config.seed)
         var initGenerator = generator.split(key: "init")
         var dataGenerator = generator.split(key: "data")
         let model = ReferenceClassifier(generator: &initGenerator)

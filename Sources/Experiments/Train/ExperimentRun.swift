@@ -39,7 +39,7 @@ enum ExperimentRun {
         var recipe = config.recipe
         recipe.imageGrid = data.autoencoder.gridSide
         if recipe.imageObjective.usesCodes { recipe.imageCodes = data.autoencoder.codebookSize } else { recipe.latentChannels = data.autoencoder.latentChannels }
-        var root = RandomGenerator(seed: config.seed)
+        let root = RandomGenerator(seed: config.seed)
         var initGenerator = root.split(key: "init")
         let model = try FusionModel(config: recipe, vocabulary: data.vocabulary, generator: &initGenerator)
         var resolved = config

@@ -10,7 +10,6 @@ public func rotaryEmbedding(_ x: Tensor, positions: [Int32], base: Float = 10_00
     let (b, t, h, dh) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     checkShape(positions.count == b * t || positions.count == t,
                "rotaryEmbedding: \(positions.count) positions for B·T = \(b)·\(t)")
-    let half = dh / 2
     // cos/sin of every position up to the largest asked for [P, Dh/2], cached per (base, Dh): every
     // layer's queries and keys of a step use the same positions, and a position's angles never change.
     let (cosines, sines) = RotaryTables.shared.tables(base: base, headWidth: dh, positions: positions)
