@@ -38,20 +38,6 @@ func stepNumbers(seconds: Double, tokens: Int, flops: Int64, estimated: Double, 
             ("peak_rss_bytes", Double(peak))]
 }
 
-/// The commit the bench was built from, when run inside a git checkout.
-func gitCommit() -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["git", "rev-parse", "HEAD"]
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = FileHandle.nullDevice
-    guard (try? process.run()) != nil else { return "unknown" }
-    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    return process.terminationStatus == 0 ? output.trimmingCharacters(in: .whitespacesAndNewlines) : "unknown"
-}
-
 func writeBenchResults(to path: String, ceiling: Double) throws {
     let directory = (path as NSString).deletingLastPathComponent
     if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
@@ -59,7 +45,7 @@ func writeBenchResults(to path: String, ceiling: Double) throws {
     let root = file.root
     try root.setAttribute("schema", "fusion-bench/1")
     try root.setAttribute("created", ISO8601DateFormatter().string(from: Date()))
-    try root.setAttribute("git_commit", gitCommit())
+    try root.setAttribute("git_commit", SourceRevision.gitCommit)
     try root.setAttribute("machine", "\(ProcessInfo.processInfo.activeProcessorCount) cores, \(ProcessInfo.processInfo.hostName)")
     try root.setAttribute("openblas", BLAS.configuration)
     try root.setAttribute("ceiling_gflops", ceiling)

@@ -142,7 +142,7 @@ final class ExperimentRunTests: XCTestCase {
         let run = try file.root.group("runs/tiny")
         XCTAssertEqual(try run.stringAttribute("config"), yaml)
         XCTAssertEqual(try run.int64Attribute("seed"), 0)
-        XCTAssertFalse(try file.root.stringAttribute("git_commit").isEmpty)
+        XCTAssertEqual(try file.root.stringAttribute("git_commit"), SourceRevision.gitCommit)
         XCTAssertTrue(try run.attributeNames.contains { $0.contains("sha256") })
 
         // The layout, read by an independent reader (h5dump from hdf5-tools).
@@ -194,5 +194,33 @@ final class ExperimentRunTests: XCTestCase {
         XCTAssert(grid.height >= 32 && grid.width >= 3 * 32, "a grid of three 32×32 images, got \(grid.width)×\(grid.height)")
         let again = try FusionBinary.run(["sample", root + "/run", "--prompt", "a light bag", "--out", root + "/bag.png"])
         XCTAssertNotEqual(again.status, 0, "an existing PNG is not replaced unasked")
+    }
+}
+
+final class SourceRevisionTests: XCTestCase {
+    /// HEAD of this test file's checkout, asked of git directly.
+    private func headOfThisCheckout() throws -> String {
+        let process = Process(), pipe = Pipe()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["git", "-C", URL(fileURLWithPath: #filePath).deletingLastPathComponent().path, "rev-parse", "HEAD"]
+        process.standardOutput = pipe
+        try process.run()
+        let head = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return head.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    func testTheCommitIsTheBuildCheckoutsWhereverTheRunStarts() throws {
+        let head = try headOfThisCheckout()
+        XCTAssertEqual(head.count, 40, "this test needs a git checkout (CI clones one)")
+        // Started from a directory outside any checkout, a run still names the code it was built from.
+        let outside = FileManager.default.temporaryDirectory.appendingPathComponent("fusion-revision-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
+        let saved = FileManager.default.currentDirectoryPath
+        defer { _ = FileManager.default.changeCurrentDirectoryPath(saved); try? FileManager.default.removeItem(atPath: outside) }
+        XCTAssertTrue(FileManager.default.changeCurrentDirectoryPath(outside))
+        XCTAssertTrue(SourceRevision.gitCommit.hasPrefix(head), "\(SourceRevision.gitCommit) is not HEAD \(head)")
+        XCTAssertTrue([head, head + "+dirty"].contains(SourceRevision.gitCommit))
+        XCTAssertEqual(SourceRevision.commit(containing: outside), "unknown")
     }
 }

@@ -115,7 +115,7 @@ final class SweepTests: XCTestCase {
             let log = try HDF5File.create("\(directory)/runs/\(name)/log.h5", overwrite: true)
             try log.root.createGroup("runs/\(name)").setAttribute("seed", name.hasSuffix("1") ? 1 : 0)
             try log.close()
-            if finished { FileManager.default.createFile(atPath: "\(directory)/runs/\(name)/finished", contents: Data()) }
+            if finished { _ = FileManager.default.createFile(atPath: "\(directory)/runs/\(name)/finished", contents: Data()) }
         }
         try Sweep.merge(["sc-xs-1"], directory: directory)
         let results = try HDF5File.open("\(directory)/results.h5")

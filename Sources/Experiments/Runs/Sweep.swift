@@ -253,7 +253,7 @@ enum Sweep {
             process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = ["train", spec.base] + run.overrides + ["name=\(run.name)", "--out", run.directory] + (run.resume ? ["--resume"] : ["--overwrite"])
             let output = FileHandle(forWritingAtPath: "\(run.directory)/output.txt") ?? {
-                fm.createFile(atPath: "\(run.directory)/output.txt", contents: nil)
+                _ = fm.createFile(atPath: "\(run.directory)/output.txt", contents: nil)
                 return FileHandle(forWritingAtPath: "\(run.directory)/output.txt")!
             }()
             output.seekToEndOfFile()
