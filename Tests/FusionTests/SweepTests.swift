@@ -51,6 +51,16 @@ final class SweepTests: XCTestCase {
                   Sweep.describe(plans))
     }
 
+    func testRunsSideBySideShareTheCores() {
+        let shared = { (parallel: Int, cores: Int) in Sweep.runEnvironment(["HOME": "/root"], parallel: parallel, cores: cores) }
+        XCTAssertEqual(shared(1, 2)["FUSION_THREADS"], "2")
+        XCTAssertEqual(shared(2, 2)["FUSION_THREADS"], "1")
+        XCTAssertEqual(shared(3, 8)["FUSION_THREADS"], "2")
+        XCTAssertEqual(shared(4, 2)["FUSION_THREADS"], "1", "never fewer than one thread")
+        XCTAssertEqual(shared(2, 2)["HOME"], "/root", "the rest of the environment is passed on")
+        XCTAssertEqual(Sweep.runEnvironment(["FUSION_THREADS": "3"], parallel: 2, cores: 2)["FUSION_THREADS"], "3", "the user's choice stands")
+    }
+
     func testPointsAloneWithoutAGrid() throws {
         let spec = try SweepSpec.load(try sweepFile("name: p\nbase: configs/tiny.yaml\npoints:\n  - {name: a, overrides: [train.steps=10]}\n  - {name: b}\n"))
         XCTAssertEqual(spec.points.map(\.name), ["p-a", "p-b"])

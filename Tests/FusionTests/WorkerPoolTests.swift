@@ -62,4 +62,14 @@ final class WorkerPoolTests: XCTestCase {
         }
         XCTAssertEqual([results[0], results[1]], [0, 0])
     }
+
+    func testThreadCountComesFromFusionThreadsWhenItIsAPositiveNumber() {
+        XCTAssertEqual(Parallel.threadCount(environment: [:], cores: 2), 2)
+        XCTAssertEqual(Parallel.threadCount(environment: [:], cores: 0), 1)
+        XCTAssertEqual(Parallel.threadCount(environment: ["FUSION_THREADS": "1"], cores: 8), 1)
+        XCTAssertEqual(Parallel.threadCount(environment: ["FUSION_THREADS": " 3 "], cores: 2), 3)
+        for bad in ["0", "-2", "two", ""] {  // reported, and the cores are used
+            XCTAssertEqual(Parallel.threadCount(environment: ["FUSION_THREADS": bad], cores: 4), 4, bad)
+        }
+    }
 }

@@ -12,7 +12,7 @@
 //   grid:                                # crossed with every combination of these values
 //     recipe.recipe: [chameleon, showo, transfusion]
 //     seed: [0, 1]
-//   parallel: 1                          # runs at a time
+//   parallel: 1                          # runs at a time; each gets cores / parallel threads
 //
 // A sweep needs points, a grid, or both. A run applies the sweep's overrides, then its point's, then
 // its grid values (a later one wins), and is named sweep-point-values ("scaling-xs-showo-1").
@@ -216,6 +216,17 @@ enum Sweep {
     }
 
     /// Runs every point of the sweep not finished yet, then merges all into `directory/results.h5`.
+    /// A run's environment: `FUSION_THREADS` = cores ÷ parallel (at least 1), so that runs side by side
+    /// do not ask for more threads than the machine has (each pass's threads wait for each other, and an
+    /// oversubscribed core stalls them all). A value the user set is kept.
+    static func runEnvironment(_ environment: [String: String], parallel: Int, cores: Int) -> [String: String] {
+        var environment = environment
+        if environment[Parallel.threadsVariable] == nil {
+            environment[Parallel.threadsVariable] = String(max(1, cores / max(1, parallel)))
+        }
+        return environment
+    }
+
     static func run(_ spec: SweepSpec, directory: String, executable: String) throws {
         let fm = FileManager.default
         _ = try plan(spec)
@@ -252,6 +263,8 @@ enum Sweep {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = ["train", spec.base] + run.overrides + ["name=\(run.name)", "--out", run.directory] + (run.resume ? ["--resume"] : ["--overwrite"])
+            process.environment = Self.runEnvironment(ProcessInfo.processInfo.environment, parallel: spec.parallel,
+                                                      cores: ProcessInfo.processInfo.activeProcessorCount)
             let output = FileHandle(forWritingAtPath: "\(run.directory)/output.txt") ?? {
                 _ = fm.createFile(atPath: "\(run.directory)/output.txt", contents: nil)
                 return FileHandle(forWritingAtPath: "\(run.directory)/output.txt")!

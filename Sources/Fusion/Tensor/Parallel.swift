@@ -6,8 +6,23 @@
 import Foundation
 
 public enum Parallel {
-    /// Worker count for element-wise passes: the cores this process may use.
-    nonisolated(unsafe) public static var threadCount = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    /// Threads for every parallel pass (the caller's included): `FUSION_THREADS` when set, else the cores
+    /// this process may use. `fusion sweep` sets it for runs that share the machine.
+    nonisolated(unsafe) public static var threadCount = threadCount(environment: ProcessInfo.processInfo.environment,
+                                                                     cores: ProcessInfo.processInfo.activeProcessorCount)
+
+    /// The environment variable that sets `threadCount`.
+    public static let threadsVariable = "FUSION_THREADS"
+
+    /// `FUSION_THREADS` if it is a positive integer, else `cores` (a bad value is reported on stderr, not fatal).
+    static func threadCount(environment: [String: String], cores: Int) -> Int {
+        guard let text = environment[threadsVariable] else { return max(1, cores) }
+        guard let value = Int(text.trimmingCharacters(in: .whitespaces)), value >= 1 else {
+            FileHandle.standardError.write(Data("fusion: \(threadsVariable)=\(text) is not a positive whole number; using \(max(1, cores)) threads (this machine's cores)\n".utf8))
+            return max(1, cores)
+        }
+        return value
+    }
 
     /// Calls `body` on disjoint ranges covering `0..<count`, in parallel when each range would
     /// still hold at least `minimumPerThread` items.
