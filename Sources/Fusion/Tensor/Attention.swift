@@ -157,11 +157,12 @@ func blockedAttention(_ operands: AttentionOperands, keyLow: [Int32], keyHigh: [
         let (gq, freshQ) = (gradients.q?.pointer, gradients.q?.fresh ?? false)
         let (gk, freshK) = (gradients.k?.pointer, gradients.k?.fresh ?? false)
         let (gv, freshV) = (gradients.v?.pointer, gradients.v?.fresh ?? false)
-        let scratch = Tensor(uninitializedShape: [pairChunks(b * h), blockRows, t])  // dP, then dS in place, per chunk
+        let chunks = pairChunks(b * h)  // read once: the scratch and the split must agree
+        let scratch = Tensor(uninitializedShape: [chunks, blockRows, t])  // dP, then dS in place, per chunk
         let gs = g.data, scratchData = scratch.data
         keyLow.withUnsafeBufferPointer { lo in
             keyHigh.withUnsafeBufferPointer { hi in
-                forEachPair(b * h, chunks: pairChunks(b * h)) { pair, worker in
+                forEachPair(b * h, chunks: chunks) { pair, worker in
                     let sequence = pair / h, head = pair % h
                     let input = sequence * t * rs + head * dh, offset = sequence * t * d + head * dh, p = ps + pair * t * t
                     let ds = scratchData + worker * blockRows * t

@@ -37,6 +37,9 @@ final class WorkerPool: @unchecked Sendable {
     private var body: ((Int) -> Void)?
     private var iterations = 0
     private let nextChunk = Atomic<Int>(0)
+    /// Whether the current job has more threads than the machine has cores.
+    private let oversubscribed = Atomic<Bool>(false)
+    private static let cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
 
     /// Calls `body(i)` for every i in 0..<iterations, on up to `threads` threads (the caller included),
     /// and returns when all calls have returned.
@@ -52,6 +55,7 @@ final class WorkerPool: @unchecked Sendable {
             self.body = body
             self.iterations = iterations
             nextChunk.store(0, ordering: .relaxed)
+            oversubscribed.store(helpers + 1 > Self.cores, ordering: .relaxed)
             for worker in workers.prefix(helpers) {
                 worker.state.store(Self.invited, ordering: .sequentiallyConsistent)
                 if worker.sleeping.exchange(false, ordering: .sequentiallyConsistent) { worker.wakeUp.signal() }
@@ -61,10 +65,19 @@ final class WorkerPool: @unchecked Sendable {
                 // Withdraw an invitation not taken up; wait for a worker that is still running chunks.
                 if worker.state.compareExchange(expected: Self.invited, desired: Self.idle,
                                                 successOrdering: .relaxed, failureOrdering: .acquiring).exchanged { continue }
-                while worker.state.load(ordering: .acquiring) != Self.idle {}
+                var checks = 0
+                while worker.state.load(ordering: .acquiring) != Self.idle { checks += 1; yieldIfOversubscribed(checks) }
             }
             self.body = nil
         }
+    }
+
+    /// With more threads than cores (FUSION_THREADS set high), a spinning thread can hold the core that
+    /// the thread it waits for needs; then every 1,024th check gives the core away. Not otherwise:
+    /// `sched_yield` costs several µs on this machine, as much as a typical wait for the other core.
+    @inline(__always)
+    private func yieldIfOversubscribed(_ checks: Int) {
+        if checks & 1023 == 0, oversubscribed.load(ordering: .relaxed) { sched_yield() }
     }
 
     private func runChunks() {
@@ -88,6 +101,7 @@ final class WorkerPool: @unchecked Sendable {
             var checks = 0
             while worker.state.load(ordering: .acquiring) != Self.invited {
                 checks += 1
+                yieldIfOversubscribed(checks)
                 guard checks >= Self.spinChecks else { continue }
                 // Announce the sleep, then look once more: the caller stores the invitation before it
                 // reads `sleeping`, this thread stores `sleeping` before it reads the state, so one of
