@@ -72,7 +72,7 @@ func runPeerComparison(ceiling: Double, rounds: Int, steps: Int) {
         // other processes share the cores (PyTorch's OpenMP threads suffer most from that).
         let fBest = fusion.map(\.bestSecondsPerStep).filter { $0 > 0 }.min() ?? f.secondsPerStep
         let tBest = torch.map(\.bestSecondsPerStep).filter { $0 > 0 }.min() ?? t.secondsPerStep
-        // MFU as in `bench step`: the FLOPs Fusion's step counts ÷ its median (or fastest) step ÷ this run's ceiling.
+        // MFU as in bench's training-step table: the FLOPs Fusion's step counts ÷ its median (or fastest) step ÷ this run's ceiling.
         let mfu = f.countedFlopsPerStep / f.secondsPerStep / 1e9 / ceiling, fastestMFU = f.countedFlopsPerStep / fBest / 1e9 / ceiling
         print(String(format: "%@   %15.0f   %16.0f   %5.2f×   %19.2f×   %8.1f %%   %12.1f %%   %10.0f   %11.0f", size.name, f.tokensPerSecond,
                      t.tokensPerSecond, f.tokensPerSecond / t.tokensPerSecond, tBest / fBest, 100 * mfu, 100 * fastestMFU, fMemory, tMemory))

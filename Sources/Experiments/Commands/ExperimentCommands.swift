@@ -98,7 +98,7 @@ struct SampleCommand: ParsableCommand {
 struct SweepCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "sweep",
         abstract: "Run a grid of configs as separate processes and merge them into one results file (re-running skips finished runs).")
-    @Argument(help: "The sweep file (YAML: name, base, overrides, points, grid, parallel).") var sweep: String
+    @Argument(help: "The sweep file (YAML: name, base, overrides, points, grid, parallel). With parallel: k, each run gets cores ÷ k threads (FUSION_THREADS) unless FUSION_THREADS is set.") var sweep: String
     @Option(help: "Directory of the sweep (default runs/sweeps/NAME).") var out: String?
     @Flag(help: "Resolve every run's config, print each run's recipe, seed, non-embedding parameters and training tokens, and stop.")
     var dryRun = false

@@ -1,8 +1,8 @@
 // Splitting element-wise and row-wise loops over the machine's cores.
 //
 // The closure runs once per chunk (never per element), on contiguous ranges, so the loops inside stay
-// plain pointer loops the compiler vectorises. Small jobs run inline: handing a chunk to another thread
-// costs about a microsecond, more than ~16K element-wise operations take (WorkerPool.swift).
+// plain pointer loops the compiler vectorises. Small jobs run inline: below ~16K element-wise operations
+// a second thread saves less than handing it the work costs (WorkerPool.swift).
 import Foundation
 
 public enum Parallel {

@@ -3,7 +3,7 @@
 // Why not DispatchQueue.concurrentPerform: between two passes its worker goes to sleep at once, and
 // waking it costs about 10 µs (measured here, with 50 µs of serial work between calls), during which
 // the calling thread runs its half alone and then waits. A training step makes hundreds of such calls.
-// These workers instead keep watching for work for a short while (`spinChecks`, about 50–100 µs)
+// These workers instead keep watching for work for a short while (`spinChecks`, measured 47–55 µs)
 // before they sleep, as OpenMP runtimes do, so back-to-back passes start on both cores at once; a
 // worker that is asleep is woken with a semaphore.
 //
