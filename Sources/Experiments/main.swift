@@ -67,6 +67,11 @@ do {
     var command = try FusionCommand.parseAsRoot()
     try command.run()
 } catch {
+    if let interrupted = error as? Interrupted {
+        // The run saved its work before stopping; say how to continue, and exit as a signal would (130, 143).
+        FileHandle.standardError.write(Data("fusion: \(interrupted)\n".utf8))
+        exit(interrupted.exitStatus)
+    }
     if FusionCommand.exitCode(for: error) != .failure { FusionCommand.exit(withError: error) }
     // Our own errors already say what went wrong and what to do; print them without a stack trace.
     FileHandle.standardError.write(Data("fusion: \(error)\n".utf8))

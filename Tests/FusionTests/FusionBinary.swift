@@ -4,9 +4,12 @@ import Foundation
 
 /// What a run of `fusion` printed and how it ended.
 struct CommandResult {
+    /// The exit status, or the signal's number when a signal ended it.
     let status: Int32
     /// stdout and stderr together.
     let output: String
+    /// The signal that ended the process (a kill, or a trap), if one did.
+    var signal: Int32? = nil
 }
 
 enum FusionBinary {
@@ -21,16 +24,19 @@ enum FusionBinary {
         return found
     }
 
-    static func run(_ arguments: [String]) throws -> CommandResult {
+    /// Runs `fusion` with `arguments`, the test's environment plus `environment`.
+    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> CommandResult {
         let process = Process()
         process.executableURL = try executable()
         process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
         try process.run()
         let data = pipe.fileHandleForReading.readDataToEndOfFile()  // before waiting: a full pipe would stall it
         process.waitUntilExit()
-        return CommandResult(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+        return CommandResult(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self),
+                             signal: process.terminationReason == .uncaughtSignal ? process.terminationStatus : nil)
     }
 }

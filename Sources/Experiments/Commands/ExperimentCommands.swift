@@ -12,7 +12,9 @@ struct TrainCommand: ParsableCommand {
     @Argument(help: "The experiment config (YAML).") var config: String
     @Argument(help: "Overrides, key=value with dotted keys (recipe=showo, train.learning_rate=3e-4).") var overrides: [String] = []
     @Option(help: "Directory of the run (default runs/NAME).") var out: String?
-    @Flag(help: "Continue a killed run from its checkpoint; ends with the numbers of an uninterrupted run.") var resume = false
+    @Flag(help: "Continue a stopped run from its checkpoint (ends with the numbers of an uninterrupted run); start it from step 0 if it stopped before its first checkpoint; do nothing if it finished.") var resume = false
+    @Option(name: .customLong("allow-change"), help: "With --resume: a config key that may differ from the checkpoint's (e.g. train.learning_rate after a divergence); recorded in the log's config_history. Repeatable.")
+    var allowChange: [String] = []
     @Flag(help: "Replace the files of an existing run in --out.") var overwrite = false
     @Flag(help: "Print the resolved config and stop.") var printConfig = false
     @Flag(help: "Print the model's parameters and FLOPs per position (counted on one step, and 6·N) and stop.") var flops = false
@@ -29,8 +31,9 @@ struct TrainCommand: ParsableCommand {
             return
         }
         guard !(resume && overwrite) else { throw ValidationError("--resume and --overwrite exclude each other") }
+        guard allowChange.isEmpty || resume else { throw ValidationError("--allow-change applies to --resume only (a new run has no earlier config)") }
         try ExperimentRun.run(resolved, yaml: yaml, directory: out ?? "runs/\(resolved.name)", overwrite: overwrite, resume: resume,
-                              stopAfterStep: stopAfterStep)
+                              allowChanges: allowChange, command: CommandLine.arguments, stopAfterStep: stopAfterStep)
     }
 }
 
@@ -53,6 +56,16 @@ struct EvalCommand: ParsableCommand {
                                   + "to change anything else, train a new run")
         }
         let trained = try TrainedRun(directory: runDirectory)
+        let objective = trained.model.config.imageObjective
+        for override in overrides {
+            let key = String(override.dropFirst("eval.".count).prefix { $0 != "=" })
+            if let objectives = ExperimentConfig.evalKeysByObjective[key], !objectives.contains(objective) {
+                let own = ExperimentConfig.evalKeysByObjective.filter { $0.value.contains(objective) }.keys.sorted().map { "eval.\($0)" }
+                throw ValidationError("'\(override)': eval.\(key) applies to recipes whose images are "
+                                      + objectives.map(\.rawValue).joined(separator: " or ") + "; this run (\(trained.model.config.recipe)) "
+                                      + "makes images by \(objective.rawValue), whose sampler settings are \(own.joined(separator: ", "))")
+            }
+        }
         let changes = overrides + (images.map { ["eval.images=\($0)"] } ?? [])
         let config = try ConfigLoader.load(ExperimentConfig.self, yaml: nil, source: "\(runDirectory) (the trained run's config)",
                                            overrides: changes, defaults: trained.config)
@@ -88,8 +101,17 @@ struct SampleCommand: ParsableCommand {
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
         let trained = try TrainedRun(directory: runDirectory)
         var generator = RandomGenerator(seed: seed).split(key: "sample")
-        let images = try trained.sample(prompt: prompt, count: count, guidanceScale: guidance ?? trained.config.eval.guidanceScale,
+        let images: Tensor
+        do {
+            images = try trained.sample(prompt: prompt, count: count, guidanceScale: guidance ?? trained.config.eval.guidanceScale,
                                         generator: &generator)
+        } catch let error as SequenceLengthError {
+            let promptTokens = trained.data.tokenizer.encode(prompt).count
+            let context = trained.model.config.model.contextLength
+            throw RunFailure(description: "--prompt is \(promptTokens) tokens; with the image and its markers it needs \(error.documentLength) "
+                                  + "positions, more than the \(context) of this run's context (recipe.model.context_length): "
+                                  + "shorten the prompt to at most \(max(0, promptTokens - (error.documentLength - context))) tokens")
+        }
         try PNG.writeGrid(images, columns: min(count, 8), to: out, overwrite: overwrite)
         print("wrote \(count) image(s) for \"\(prompt)\" to \(out)")
     }

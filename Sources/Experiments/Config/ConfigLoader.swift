@@ -16,13 +16,29 @@ import Yams
 enum ConfigLoader {
     /// Loads `file` (nil: defaults only) and applies `overrides` ("key.sub=value").
     static func load<C: Configuration>(_ type: C.Type = C.self, file: String?, overrides: [String] = []) throws -> C {
-        var text: String?
-        if let file {
-            do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
-                throw ConfigError.unreadableFile(path: file, reason: (error as NSError).localizedDescription)
-            }
+        try load(type, yaml: file.map(readFile), source: file ?? "<defaults>", overrides: overrides)
+    }
+
+    /// The text of a config file. A directory, an unreadable file, and a file with no YAML in it (empty, or
+    /// only comments: almost always the wrong file, and it would silently mean "every default") are errors;
+    /// `{}` is how a file says "every default".
+    static func readFile(_ path: String) throws -> String {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw ConfigError.unreadableFile(path: path, reason: "no such file; check the path (e.g. configs/small.yaml)")
         }
-        return try load(type, yaml: text, source: file ?? "<defaults>", overrides: overrides)
+        guard !isDirectory.boolValue else {
+            throw ConfigError.unreadableFile(path: path, reason: "it is a directory; give a YAML config file inside it (e.g. configs/small.yaml)")
+        }
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+            throw ConfigError.unreadableFile(path: path, reason: "it is not readable UTF-8 text (\((error as NSError).localizedFailureReason ?? "\(error)"))")
+        }
+        guard try compose(text, source: path) != nil else {
+            throw ConfigError.unreadableFile(path: path, reason: "it holds no YAML (empty, or only comments); "
+                                             + "write the keys it changes (e.g. recipe: showo), or {} for every default")
+        }
+        return text
     }
 
     /// Loads YAML text (nil: defaults only); `source` names it in errors (a path, or "<string>").
@@ -129,6 +145,22 @@ enum ConfigLoader {
             }
         }
         return node
+    }
+
+    /// Every leaf of a resolved config as dotted key → value text ("train.learning_rate" → "0.001"), in
+    /// file order; a sequence is one leaf. What two configs are compared by (a resume's changed keys).
+    static func leaves(of yaml: String, source: String) throws -> [(key: String, value: String)] {
+        var result: [(String, String)] = []
+        func walk(_ node: Node, _ path: [String]) {
+            if let mapping = node.mapping {
+                for (key, value) in mapping { walk(value, path + [key.string ?? "?"]) }
+            } else {
+                let text = node.scalar?.string ?? ((try? Yams.serialize(node: node)) ?? "\(node)").trimmingCharacters(in: .whitespacesAndNewlines)
+                result.append((path.joined(separator: "."), text))
+            }
+        }
+        if let tree = try compose(yaml, source: source) { walk(tree, []) }
+        return result
     }
 
     /// The keys of a mapping node, in order.

@@ -21,6 +21,7 @@ final class RunLog {
         try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
                                                 withIntermediateDirectories: true)
         file = try HDF5File.create(path, overwrite: overwrite)
+        FaultInjection.reach("log.created")
         let root = file.root
         try root.setAttribute("schema_version", RunLog.schemaVersion)
         try root.setAttribute("created", ISO8601DateFormatter().string(from: Date()))
@@ -61,6 +62,60 @@ final class RunLog {
         }
         try run.setAttribute("resumed_at_step", Int64(step))
         try file.flush()
+    }
+
+    /// A copy of the whole log as it stands (root attributes and the run's group) under `run_log` in
+    /// `root`, another file's root: a checkpoint carries the log of its step, so a resumed run restores
+    /// exactly that log whatever a kill did to log.h5 since.
+    func snapshot(into root: HDF5Group) throws {
+        let snapshot = try root.createGroup(Self.snapshotGroup)
+        try snapshot.copyAttributes(from: file.root)
+        try snapshot.copy(run, to: String(run.path.dropFirst()))
+    }
+
+    static let snapshotGroup = "run_log"
+
+    /// Replaces the log at `path` by the copy `snapshot(into:)` left in the checkpoint at `checkpointPath`
+    /// (written beside and renamed into place). False, and nothing written, when the checkpoint holds no
+    /// copy (one written before checkpoints carried their log).
+    static func restore(_ path: String, fromCheckpoint checkpointPath: String) throws -> Bool {
+        let checkpoint = try HDF5File.open(checkpointPath)
+        defer { try? checkpoint.close() }
+        guard try checkpoint.root.exists(snapshotGroup) else { return false }
+        let snapshot = try checkpoint.root.group(snapshotGroup)
+        let partial = path + ".partial"
+        let restored = try HDF5File.create(partial, overwrite: true)
+        do {
+            try restored.root.copyAttributes(from: snapshot)
+            try restored.root.copy(snapshot.group("runs"), to: "runs")
+            try restored.close()
+        } catch {
+            try? restored.close()
+            try? FileManager.default.removeItem(atPath: partial)
+            throw error
+        }
+        guard rename(partial, path) == 0 else {
+            throw RunFailure(description: "could not move the restored log \(partial) to \(path): \(String(cString: strerror(errno)))")
+        }
+        return true
+    }
+
+    /// Records config keys changed on resume (`--allow-change`): each as a line "step N: KEY OLD → NEW"
+    /// appended to the run's `config_history` attribute; `config` becomes the config trained with from now on.
+    func recordConfigChanges(atStep step: Int, _ changes: [ConfigChange], config: String) throws {
+        let lines = changes.map { "step \(step): \($0.key) \($0.old) → \($0.new)" }
+        let earlier = (try run.hasAttribute("config_history")) ? try run.stringAttribute("config_history") + "\n" : ""
+        try run.setAttribute("config_history", earlier + lines.joined(separator: "\n"))
+        try run.setAttribute("config", config)
+    }
+
+    /// The last evaluation's metrics (every eval/ series but `step` and the FLOPs count), in name order.
+    func lastEvaluation() throws -> [(String, Double)] {
+        guard try run.exists("eval") else { return [] }
+        let eval = try run.group("eval")
+        return try eval.childNames.filter { $0 != "step" && $0 != "flops_counted" }.sorted().compactMap { name in
+            try eval.dataset(name).read(as: Double.self).last.map { (name, $0) }
+        }
     }
 
     /// Stores generated images [N, 1, S, S] in [0, 1] as uint8 under samples/stepN, with the class each

@@ -38,9 +38,7 @@ struct SweepSpec {
     static let keys = ["name", "base", "overrides", "points", "grid", "parallel"]
 
     static func load(_ path: String) throws -> SweepSpec {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw ConfigurationError("\(path): cannot read the sweep file")
-        }
+        let text = try ConfigLoader.readFile(path)
         let node: Node
         do {
             guard let parsed = try Yams.compose(yaml: text) else { throw ConfigurationError("\(path): the sweep file is empty") }
@@ -242,27 +240,35 @@ enum Sweep {
             pending.append((point.name, point.overrides, runDirectory, fm.fileExists(atPath: "\(runDirectory)/checkpoint.h5")))
         }
         print("sweep \(spec.name): \(points.count) runs, \(pending.count) to do, \(spec.parallel) at a time")
+        // A signal reaches every running run too (each saves a checkpoint and stops); no new run starts.
+        Interruption.install()
+        defer { Interruption.uninstall() }
         var running: [(Process, String)] = []
-        var failures: [String] = []
+        var failures: [String] = [], interrupted: [String] = []
         func reap(waitForOne: Bool) {
             while true {
                 if let index = running.firstIndex(where: { !$0.0.isRunning }) {
                     let (process, name) = running.remove(at: index)
-                    if process.terminationStatus != 0 { failures.append(name) }
-                    print("sweep: \(name) \(process.terminationStatus == 0 ? "finished" : "failed (status \(process.terminationStatus))")")
+                    Interruption.stopForwarding(to: process.processIdentifier)
+                    let status = process.terminationStatus
+                    if status == 128 + SIGINT || status == 128 + SIGTERM { interrupted.append(name) } else if status != 0 { failures.append(name) }
+                    print("sweep: \(name) " + (status == 0 ? "finished" : interrupted.last == name ? "interrupted (resumes when the sweep runs again)"
+                                                                                                 : "failed (status \(status))"))
                     if !waitForOne { continue }
                     return
                 }
                 if !waitForOne || running.isEmpty { return }
-                Thread.sleep(forTimeInterval: 0.5)
+                Thread.sleep(forTimeInterval: 0.2)
             }
         }
-        for run in pending {
+        for run in pending where Interruption.pending == nil {
             while running.count >= spec.parallel { reap(waitForOne: true) }
+            if Interruption.pending != nil { break }
             try fm.createDirectory(atPath: run.directory, withIntermediateDirectories: true)
             let process = Process()
             process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = ["train", spec.base] + run.overrides + ["name=\(run.name)", "--out", run.directory] + (run.resume ? ["--resume"] : ["--overwrite"])
+            // --resume: a run with a checkpoint continues from it, one killed before its first starts again.
+            process.arguments = ["train", spec.base] + run.overrides + ["name=\(run.name)", "--out", run.directory, "--resume"]
             process.environment = Self.runEnvironment(ProcessInfo.processInfo.environment, parallel: spec.parallel,
                                                       cores: ProcessInfo.processInfo.activeProcessorCount)
             let output = FileHandle(forWritingAtPath: "\(run.directory)/output.txt") ?? {
@@ -273,11 +279,18 @@ enum Sweep {
             process.standardOutput = output
             process.standardError = output
             try process.run()
+            Interruption.forward(to: process.processIdentifier)
+            if let signal = Interruption.pending { kill(process.processIdentifier, signal) }  // arrived while it started
             print("sweep: started \(run.name)\(run.resume ? " (resuming)" : "") → \(run.directory)/output.txt")
             running.append((process, run.name))
         }
         while !running.isEmpty { reap(waitForOne: true) }
         try merge(points.map(\.name), directory: directory)
+        if let signal = Interruption.pending {
+            throw Interrupted(signal: signal, description: "sweep \(spec.name) interrupted by \(Interruption.name(signal))"
+                              + (interrupted.isEmpty ? "" : " (\(interrupted.joined(separator: ", ")) saved a checkpoint)")
+                              + "; run the same command again to continue: finished runs are skipped, stopped ones resume")
+        }
         if !failures.isEmpty {
             throw RunFailure(description: "sweep \(spec.name): \(failures.count) run(s) failed: \(failures.joined(separator: ", ")); see their output.txt, then run the sweep again to retry them")
         }

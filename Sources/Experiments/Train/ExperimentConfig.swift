@@ -99,6 +99,14 @@ struct ExperimentConfig: Configuration, Equatable {
         var captionTokens = 16
     }
 
+    /// Evaluation keys that only some image objectives read (the rest apply to every recipe): the sampler
+    /// settings of one recipe given to another would be silently ignored, so `fusion eval` refuses them.
+    static let evalKeysByObjective: [String: [RecipeConfig.ImageObjective]] = [
+        "maskgit_steps": [.maskedTokens],
+        "temperature": [.nextToken, .maskedTokens], "top_k": [.nextToken, .maskedTokens],
+        "denoising_steps": [.diffusion], "diffusion_sampler": [.diffusion],
+    ]
+
     func validate() throws {
         do { try recipe.validate() } catch let error as ConfigurationError { throw ConfigError.outOfRange(key: "recipe", value: "invalid", requirement: "must be consistent: \(error)") }
         try require(!name.isEmpty && !name.contains("/"), "name", name, "must be non-empty and without '/'")
@@ -139,12 +147,7 @@ struct ExperimentConfig: Configuration, Equatable {
     /// `recipe.recipe` (or the shorthands `recipe: showo` in the file, `recipe=showo` on the command
     /// line) supplies the defaults of every recipe switch, so a file states only what it changes.
     static func load(file: String?, overrides: [String]) throws -> ExperimentConfig {
-        var text: String? = nil
-        if let file {
-            do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
-                throw ConfigError.unreadableFile(path: file, reason: (error as NSError).localizedDescription)
-            }
-        }
+        var text = try file.map(ConfigLoader.readFile)
         // Shorthands: a scalar `recipe:` in the file, `recipe=NAME` on the command line.
         var preset = "chameleon"
         if let original = text, let tree = try ConfigLoader.compose(original, source: file ?? "<string>"), let recipe = tree.mapping?["recipe"] {

@@ -12,27 +12,65 @@ enum ExperimentRun {
         let directory: String
         var log: String { "\(directory)/log.h5" }
         var checkpoint: String { "\(directory)/checkpoint.h5" }
+        /// The mark a sweep looks for: this run reached its last step and its log is complete.
+        var finished: String { "\(directory)/finished" }
         func samples(step: Int) -> String { "\(directory)/samples-step\(step).png" }
     }
 
     /// Trains `config` in `directory`; returns the last evaluation's metrics.
+    ///
+    /// With `resume`, continues from the directory's checkpoint (restoring the log as it was at that
+    /// step), starts from step 0 when the run was killed before its first checkpoint, and changes nothing
+    /// when the run has finished. `allowChanges` names config keys that may differ from the checkpoint's.
+    /// `command` is how the user started it, for the messages that say how to continue.
     @discardableResult
     static func run(_ config: ExperimentConfig, yaml: String, directory: String, overwrite: Bool, resume: Bool,
-                    stopAfterStep: Int? = nil) throws -> [(String, Double)] {
+                    allowChanges: [String] = [], command: [String]? = nil, stopAfterStep: Int? = nil) throws -> [(String, Double)] {
         try config.validate()
         let paths = Paths(directory: directory)
         let fm = FileManager.default
+        let resumeCommand = ResumeCommand(command ?? ["fusion", "train", "CONFIG", "[overrides]", "--out", directory])
+        try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let lock = try RunDirectoryLock(directory)
+        defer { lock.release() }
+
+        let hasCheckpoint = fm.fileExists(atPath: paths.checkpoint)
         if !overwrite && !resume {
             for path in [paths.log, paths.checkpoint] where fm.fileExists(atPath: path) {
                 throw RunFailure(description: "\(path) exists already: pass --resume to continue that run, --overwrite to replace it, or choose another directory")
             }
         }
-        if resume && !fm.fileExists(atPath: paths.checkpoint) {
-            throw RunFailure(description: "--resume: no checkpoint at \(paths.checkpoint); start the run without --resume")
+        var checkpoint: Checkpoint? = nil
+        var changes: [ConfigChange] = []
+        if resume && hasCheckpoint {
+            let saved = try Checkpoint.read(from: paths.checkpoint)
+            guard let savedYAML = saved.metadata["config"] else {
+                throw RunFailure(description: "--resume: \(paths.checkpoint) carries no config: it was not written by fusion train; train the run again with --overwrite")
+            }
+            changes = try ConfigChange.between(saved: savedYAML, current: yaml)
+            try ConfigChange.check(changes, allowed: allowChanges, checkpoint: paths.checkpoint)
+            if saved.step >= config.train.steps && fm.fileExists(atPath: paths.finished) {
+                print("fusion train: \(config.name) in \(directory) finished at step \(saved.step) of \(config.train.steps); nothing to do "
+                      + "(its metrics: fusion eval \(directory); to train it further, raise train.steps and resume with --allow-change train.steps)")
+                return finishedMetrics(paths)
+            }
+            checkpoint = saved
+        } else if resume && fm.fileExists(atPath: paths.finished) {
+            throw RunFailure(description: "--resume: \(directory) holds a finished run but no checkpoint.h5, so it cannot be continued; "
+                             + "train it again with --overwrite, or choose another directory")
         }
-        try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        // Temporary files of a process killed mid-write; ours to remove, as we hold the directory's lock.
+        for stale in Checkpoint.abandonedPartialFiles(of: paths.checkpoint) + [paths.log + ".partial"] where fm.fileExists(atPath: stale) {
+            try fm.removeItem(atPath: stale)
+            print("fusion train: removed \(stale), left by a process killed while writing it")
+        }
+
         let progress = Progress(total: config.train.steps)
         progress.say("fusion train: resolved config\n\(yaml)")
+        if resume && checkpoint == nil {
+            progress.say("fusion train: --resume: no checkpoint in \(directory) yet (the run stopped before its first, at step "
+                         + "\(config.train.checkpointEvery)); starting from step 0")
+        }
 
         let reference = try ReferenceClassifier.loadCommitted()
         let data = try MultimodalData(config: config, log: progress.say)
@@ -55,17 +93,23 @@ enum ExperimentRun {
 
         var startStep = 0
         var countedFlops: Int64 = 0
+        var window = LossWindow()
         let log: RunLog
-        if resume {
-            let checkpoint = try Checkpoint.read(from: paths.checkpoint)
+        if let checkpoint {
             try checkpoint.restore(into: model.parametersByName())
             try optimizer.load(state: checkpoint.optimizerState, stepCount: checkpoint.step)
             startStep = checkpoint.step
             countedFlops = Int64(checkpoint.metadata["counted_flops"] ?? "0") ?? 0
-            guard checkpoint.metadata["config"] == yaml else {
-                throw RunFailure(description: "--resume: the config differs from the one \(paths.checkpoint) was trained with; resume with the same config and overrides")
-            }
+            window = try LossWindow(serialized: checkpoint.metadata["loss_window"] ?? "", checkpoint: paths.checkpoint)
+            // The log as it was at the checkpoint, whatever a kill did to log.h5 since (older checkpoints
+            // carry no copy: then log.h5 is reopened and cut back to the checkpoint's step).
+            _ = try RunLog.restore(paths.log, fromCheckpoint: paths.checkpoint)
             log = try RunLog(resuming: paths.log, runName: config.name, atStep: startStep)
+            if !changes.isEmpty {
+                try log.recordConfigChanges(atStep: startStep, changes, config: yaml)
+                progress.say("fusion train: config changed at step \(startStep) (recorded in the log's config_history): "
+                             + changes.map { "\($0.key) \($0.old) → \($0.new)" }.joined(separator: ", "))
+            }
             progress.say("fusion train: resumed at step \(startStep) from \(paths.checkpoint)")
         } else {
             log = try RunLog(path: paths.log, runName: config.name, config: yaml, seed: config.seed, recipe: model.config.recipe,
@@ -73,16 +117,45 @@ enum ExperimentRun {
                                           "non_embedding_parameter_count": Int64(nonEmbedding),
                                           "tokens_per_step": Int64(tokensPerStep)],
                              strings: ["autoencoder": data.autoencoderPath, "autoencoder_sha256": data.autoencoderSHA256],
-                             overwrite: overwrite)
+                             overwrite: overwrite || resume)
             try reference.record(in: log.run)
         }
         progress.say("fusion train: \(model.config.recipe), \(model.parameterCount) parameters (\(nonEmbedding) non-embedding), "
                      + "\(config.train.steps) steps of \(config.train.batchSize)×\(model.config.model.contextLength) positions")
 
-        var window = LossWindow()
+        var lastCheckpointStep = startStep
+        /// Parameters, optimiser state, the loss window and the log of step `done`, with the tokenizer, in one file.
+        func writeCheckpoint(step done: Int) throws {
+            if let name = nonFiniteParameterNames(parameters).first {
+                throw RunFailure(description: "step \(done): parameter \(name) is not finite; the checkpoint of step \(lastCheckpointStep) is kept. "
+                                 + divergenceAdvice(config, resumeCommand, checkpointStep: lastCheckpointStep))
+            }
+            try log.flush()
+            // No generator state is saved: the data and the objective's randomness are functions of (seed, step).
+            let checkpoint = Checkpoint(step: done, tensors: model.parametersByName(), optimizerState: optimizer.state,
+                                        metadata: ["config": yaml, "counted_flops": String(countedFlops), "recipe": model.config.recipe,
+                                                   "loss_window": window.serialized])
+            try checkpoint.write(to: paths.checkpoint, overwrite: true) { root in
+                // The tokenizer is saved with the model, so the run can be sampled without the cache.
+                try data.tokenizer.write(to: try root.createGroup("tokenizer"))
+                try log.snapshot(into: root)
+            }
+            lastCheckpointStep = done
+        }
+
+        Interruption.install()
+        defer { Interruption.uninstall() }
         progress.beginTraining(at: startStep)
         var lastMetrics: [(String, Double)] = []
         for step in startStep..<config.train.steps {
+            if let signal = Interruption.pending {
+                // `step` steps are done: save them unless the last checkpoint already holds them.
+                if step != lastCheckpointStep { try writeCheckpoint(step: step) }
+                try log.flush()
+                progress.say("fusion train: interrupted by \(Interruption.name(signal)) at step \(step)"
+                             + (lastCheckpointStep == step && step > 0 ? " (checkpoint written)" : ""))
+                throw Interrupted(signal: signal, description: "interrupted at step \(step); resume with: \(resumeCommand.resuming)")
+            }
             let started = Date()
             let batch = try model.layout.pack(stream.documents(step: step), length: model.config.model.contextLength, rows: config.train.batchSize)
             var g = lossGenerator.stream(step)
@@ -91,17 +164,22 @@ enum ExperimentRun {
             let loss = model.loss(batch, generator: &g)
             let value = loss.total.item
             guard value.isFinite else {
-                throw RunFailure(description: "step \(step): the loss is \(value) (parts \(loss.parts)); lower train.learningRate or raise train.warmupSteps, and resume from the last checkpoint")
+                try log.flush()
+                throw RunFailure(description: "step \(step): the loss is \(value) (parts \(loss.parts.map { "\($0.name) \($0.value)" }.joined(separator: ", "))). "
+                                 + divergenceAdvice(config, resumeCommand, checkpointStep: lastCheckpointStep))
             }
             loss.total.backward()
             let norm = clipGradientNorm(parameters.map(\.tensor), maxNorm: config.train.gradientClip)
             guard norm.isFinite else {
-                throw RunFailure(description: "step \(step): the gradient norm is \(norm) (non-finite in \(nonFiniteGradientNames(parameters).prefix(5).joined(separator: ", "))); lower train.learning_rate and resume from the last checkpoint")
+                try log.flush()
+                throw RunFailure(description: "step \(step): the gradient norm is \(norm) (non-finite in \(nonFiniteGradientNames(parameters).prefix(5).joined(separator: ", "))). "
+                                 + divergenceAdvice(config, resumeCommand, checkpointStep: lastCheckpointStep))
             }
             optimizer.learningRate = schedule.rate(at: step)
             optimizer.step()
             countedFlops += FlopCounter.total
             window.add(loss, norm: norm, seconds: Date().timeIntervalSince(started), tokens: tokensPerStep)
+            FaultInjection.reach("train.step")
 
             let done = step + 1
             if done % config.train.logEvery == 0 || done == config.train.steps {
@@ -109,37 +187,56 @@ enum ExperimentRun {
                 values += [("learning_rate", Double(optimizer.learningRate)), ("tokens_per_second", window.tokensPerSecond),
                            ("flops_counted", Double(countedFlops)), ("flops_6nd", 6 * Double(nonEmbedding) * Double(done * tokensPerStep))]
                 try log.append("train", step: done, values)
+                FaultInjection.reach("log.appended")
                 progress.update(step: done, values: values, tokensPerSecond: window.tokensPerSecond)
                 window = LossWindow()
             }
             if done % config.train.evalEvery == 0 || done == config.train.steps {
                 let evaluation = Evaluation(model: model, data: data, config: resolved, progress: progress, metrics: ImageMetrics(reference))
                 lastMetrics = try evaluation.run(step: done, log: log, samplesPath: paths.samples(step: done))
+                FaultInjection.reach("eval.done")
                 try log.append("eval", step: done, lastMetrics + [("flops_counted", Double(countedFlops))])
                 try log.flush()
                 progress.say("eval @\(done): " + lastMetrics.map { "\($0.0) \(String(format: "%.4g", $0.1))" }.joined(separator: ", "))
             }
             if done % config.train.checkpointEvery == 0 || done == config.train.steps {
-                // No generator state is saved: the data and the objective's randomness are functions of (seed, step).
-                let checkpoint = Checkpoint(step: done, tensors: model.parametersByName(), optimizerState: optimizer.state,
-                                            metadata: ["config": yaml, "counted_flops": String(countedFlops), "recipe": model.config.recipe])
-                try checkpoint.write(to: paths.checkpoint, overwrite: true)
-                // The tokenizer is saved with the model, so the run can be sampled without the cache.
-                let file = try HDF5File.open(paths.checkpoint, writable: true)
-                try data.tokenizer.write(to: try file.root.createGroup("tokenizer"))
-                try file.close()
-                try log.flush()
+                try writeCheckpoint(step: done)
             }
             if let stopAfterStep, done == stopAfterStep {
                 progress.say("fusion train: stopped after step \(done) as asked (--stop-after-step); continue with --resume")
                 return lastMetrics
             }
         }
+        if startStep >= config.train.steps {
+            // Killed after its last checkpoint but before the finished mark: write the checkpoint again, so
+            // that one from a build that added the tokenizer after the rename is made whole, then finish.
+            try writeCheckpoint(step: startStep)
+            lastMetrics = try log.lastEvaluation()
+        }
+        try log.flush()
         progress.finish()
-        // The mark a sweep looks for: this run reached its last step and its log is complete.
+        FaultInjection.reach("finishing")
         let summary = lastMetrics.map { "\($0.0): \($0.1)" }.joined(separator: "\n")
-        try summary.write(toFile: "\(directory)/finished", atomically: true, encoding: .utf8)
+        try summary.write(toFile: paths.finished, atomically: true, encoding: .utf8)
         return lastMetrics
+    }
+
+    /// What to do after a divergence, with the command that does it.
+    private static func divergenceAdvice(_ config: ExperimentConfig, _ command: ResumeCommand, checkpointStep: Int) -> String {
+        let lower = config.train.learningRate / 3
+        let from = checkpointStep > 0 ? "from the last checkpoint (step \(checkpointStep), kept)" : "from step 0 (no checkpoint was written yet)"
+        return "Lower train.learning_rate (or raise train.warmup_steps) and continue \(from): "
+            + command.resuming(with: ["train.learning_rate=\(lower)"], allowing: ["train.learning_rate"])
+    }
+
+    /// The metrics a finished run's mark lists ("name: value" lines).
+    private static func finishedMetrics(_ paths: Paths) -> [(String, Double)] {
+        let text = (try? String(contentsOfFile: paths.finished, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap { line in
+            let parts = line.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2, let value = Double(parts[1].trimmingCharacters(in: .whitespaces)) else { return nil }
+            return (String(parts[0]), value)
+        }
     }
 }
 
@@ -187,4 +284,33 @@ struct LossWindow {
 
     func means() -> [(String, Double)] { order.map { ($0, sums[$0]! / Double(max(steps, 1))) } }
     var tokensPerSecond: Double { Double(tokens) / max(seconds, 1e-9) }
+
+    init() {}
+
+    /// The window as text for a checkpoint's metadata, exact (Swift writes the shortest decimal that reads
+    /// back to the same Double): a run interrupted between log rows resumes with the steps it had summed.
+    var serialized: String {
+        (["steps \(steps)", "seconds \(seconds)", "tokens \(tokens)"] + order.map { "sum \($0) \(sums[$0]!)" }).joined(separator: "\n")
+    }
+
+    /// Reads `serialized` back; "" (a checkpoint taken on a log row, or by an older build) is the empty window.
+    init(serialized text: String, checkpoint: String) throws {
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            func bad() -> RunFailure {
+                RunFailure(description: "\(checkpoint): its loss_window metadata has a malformed line '\(line)'; the file is damaged: "
+                           + "resume from an intact checkpoint or train the run again with --overwrite")
+            }
+            switch (fields.first, fields.count) {
+            case ("steps"?, 2): guard let n = Int(fields[1]), n >= 0 else { throw bad() }; steps = n
+            case ("seconds"?, 2): guard let x = Double(fields[1]) else { throw bad() }; seconds = x
+            case ("tokens"?, 2): guard let n = Int(fields[1]), n >= 0 else { throw bad() }; tokens = n
+            case ("sum"?, 3):
+                guard let x = Double(fields[2]), sums[String(fields[1])] == nil else { throw bad() }
+                order.append(String(fields[1]))
+                sums[String(fields[1])] = x
+            default: throw bad()
+            }
+        }
+    }
 }

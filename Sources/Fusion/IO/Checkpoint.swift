@@ -46,8 +46,10 @@ public struct Checkpoint {
     // MARK: Writing
 
     /// Writes the checkpoint to `path`. Refuses to replace an existing file unless `overwrite` is true.
-    /// The file appears under `path` only once it is complete.
-    public func write(to path: String, overwrite: Bool = false) throws {
+    /// `extraContents` adds the caller's own groups to the root (a run's tokenizer and log) in the same
+    /// file before it is renamed into place, so a kill at any moment leaves either the previous complete
+    /// checkpoint or this one, never one without them. The file appears under `path` only once complete.
+    public func write(to path: String, overwrite: Bool = false, extraContents: ((HDF5Group) throws -> Void)? = nil) throws {
         let fileManager = FileManager.default
         if fileManager.fileExists(atPath: path) && !overwrite {
             throw CheckpointError.fileExists(path: path)
@@ -77,6 +79,8 @@ public struct Checkpoint {
             for (key, value) in metadata.sorted(by: { $0.key < $1.key }) {
                 try notes.setAttribute(key, value)
             }
+            try extraContents?(file.root)
+            FaultInjection.reach("checkpoint.partial")
             try file.close()
         } catch {
             try? fileManager.removeItem(atPath: partial)
@@ -88,6 +92,15 @@ public struct Checkpoint {
             try? fileManager.removeItem(atPath: partial)
             throw CheckpointError.cannotMove(from: partial, to: path, reason: reason)
         }
+        FaultInjection.reach("checkpoint.renamed")
+    }
+
+    /// The temporary files `write(to:)` leaves beside `path` when its process is killed mid-write
+    /// (`path.partial-PID`), for the caller to remove once it knows no other writer is running.
+    public static func abandonedPartialFiles(of path: String) -> [String] {
+        let directory = (path as NSString).deletingLastPathComponent, prefix = (path as NSString).lastPathComponent + ".partial-"
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.isEmpty ? "." : directory)) ?? []
+        return names.filter { $0.hasPrefix(prefix) }.sorted().map { directory.isEmpty ? $0 : "\(directory)/\($0)" }
     }
 
     /// Tensor names become HDF5 link names, so they must be non-empty and free of "/".

@@ -67,8 +67,8 @@ public enum ImageAttention: String, ConfigurationChoice, Sendable { case causal,
 public struct SequenceLengthError: Error, CustomStringConvertible, Equatable {
     public let documentLength: Int, contextLength: Int
     public var description: String {
-        "a document of \(documentLength) positions does not fit the context of \(contextLength); "
-            + "shorten its text or raise model.contextLength"
+        "a sequence of \(documentLength) positions (text, image and markers) does not fit the model's context of "
+            + "\(contextLength) positions; shorten its text, or train with a larger recipe.model.context_length"
     }
 }
 

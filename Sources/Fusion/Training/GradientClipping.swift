@@ -84,6 +84,16 @@ public func nonFiniteGradientNames(_ parameters: [(name: String, tensor: Tensor)
     }
 }
 
+/// The names of the parameters whose values hold a NaN or infinity: a run checks before writing a
+/// checkpoint, so that the last checkpoint kept is always a finite one.
+public func nonFiniteParameterNames(_ parameters: [(name: String, tensor: Tensor)]) -> [String] {
+    parameters.compactMap { name, tensor in
+        let values = tensor.data
+        for i in 0..<tensor.count where !values[i].isFinite { return name }
+        return nil
+    }
+}
+
 /// The error a training loop throws when the gradient norm is not finite.
 public struct NonFiniteGradientError: Error, CustomStringConvertible {
     public let step: Int
