@@ -3,6 +3,7 @@
 //   /runs/NAME                attributes: config (resolved YAML), seed, recipe, parameter counts, …
 //   /runs/NAME/train/*        1-D extendible datasets sharing the `step` axis
 //   /runs/NAME/eval/*         the same, appended at each evaluation
+//   /runs/NAME/eval_guidance/* the image metrics at each guidance scale: one row per (step, guidance_scale)
 //   /runs/NAME/samples/...    uint8 image arrays
 // Flushed after every evaluation, so a run killed at any moment leaves a readable file.
 import Foundation
@@ -10,6 +11,9 @@ import Fusion
 
 final class RunLog {
     static let schemaVersion: Int64 = 1
+    /// The groups of series with a `step` axis: train/ and eval/ one row per logged step; eval_guidance/
+    /// one row per (evaluation step, guidance scale), so its steps repeat.
+    static let seriesSections = ["train", "eval", "eval_guidance"]
 
     let file: HDF5File
     let run: HDF5Group
@@ -43,7 +47,7 @@ final class RunLog {
     init(resuming path: String, runName: String, atStep step: Int) throws {
         file = try HDF5File.open(path, writable: true)
         run = try file.root.group("runs/\(runName)")
-        for section in ["train", "eval"] where try run.exists(section) {
+        for section in Self.seriesSections where try run.exists(section) {
             let group = try run.group(section)
             let steps = try group.dataset("step").read(as: Int64.self)
             let keep = steps.firstIndex { $0 > Int64(step) } ?? steps.count

@@ -12,27 +12,37 @@ struct Evaluation {
     let progress: Progress
     let metrics: ImageMetrics
 
+    /// The metrics of one evaluation: text_ppl, the image metrics at eval.guidance_scale, caption_accuracy.
+    /// The image metrics at every scale of eval.guidance_scales are appended to `log` under
+    /// eval_guidance/ (one row per scale, ascending, sharing the evaluation's step).
     func run(step: Int, log: RunLog, samplesPath: String) throws -> [(String, Double)] {
         var values: [(String, Double)] = [("text_ppl", textPerplexity())]
-        let (images, labels) = try generateImages()
-        let n = labels.count
-        let real = data.test.images.narrow(axis: 0, start: 0, length: n)
-        let generated = try self.metrics.outputs(images), reference = try self.metrics.outputs(real)
-        values += try self.metrics.fdFMNIST(generated: generated, real: reference).logRow
-        // KID over 100 random half-size subsets (Bińkowski et al. 2018 §4 use subsets of 1,000): with the
-        // subset as large as the set, every subset would be the same and the spread would say nothing.
-        values += try self.metrics.kidFMNIST(generated: generated, real: reference,
-                                             kid: KernelInceptionDistance(subsetSize: min(n / 2, 1000), subsetCount: 100, seed: config.seed)).logRow
-        values += try self.metrics.t2iAccuracy(images: images, promptedLabels: labels).logRow
+        let n = min(config.eval.images, data.test.count)
+        let labels = Array(data.test.labels.prefix(n))
+        let reference = try self.metrics.outputs(data.test.images.narrow(axis: 0, start: 0, length: n))
+        for scale in config.eval.allGuidanceScales {
+            let images = try generateImages(count: n, guidanceScale: scale)
+            let generated = try self.metrics.outputs(images)
+            var row = try self.metrics.fdFMNIST(generated: generated, real: reference).logRow
+            // KID over 100 random half-size subsets (Bińkowski et al. 2018 §4 use subsets of 1,000): with the
+            // subset as large as the set, every subset would be the same and the spread would say nothing.
+            row += try self.metrics.kidFMNIST(generated: generated, real: reference,
+                                              kid: KernelInceptionDistance(subsetSize: min(n / 2, 1000), subsetCount: 100, seed: config.seed)).logRow
+            row += try self.metrics.t2iAccuracy(images: images, promptedLabels: labels).logRow
+            try log.append("eval_guidance", step: step, [("guidance_scale", Double(scale))] + row)
+            guard scale == config.eval.guidanceScale else { continue }
+            values += row
+            let shown = min(n, 20)
+            try PNG.writeGrid(images.narrow(axis: 0, start: 0, length: shown), columns: 10, to: samplesPath, overwrite: true)
+            try log.appendSamples(step: step, images: images.narrow(axis: 0, start: 0, length: shown), labels: Array(labels.prefix(shown)))
+        }
         values.append(("caption_accuracy", try captionAccuracy()))
-        let shown = min(n, 20)
-        try PNG.writeGrid(images.narrow(axis: 0, start: 0, length: shown), columns: 10, to: samplesPath, overwrite: true)
-        try log.appendSamples(step: step, images: images.narrow(axis: 0, start: 0, length: shown), labels: Array(labels.prefix(shown)))
         return values
     }
 
     /// Perplexity of the held-out plays: exp of the mean next-token cross-entropy over the first
-    /// `eval.textTokens` tokens, cut into documents that fill a context each.
+    /// `eval.textTokens` tokens, cut into documents that fill a context each. The cross-entropy alone:
+    /// not the training loss, which adds the z-loss for Chameleon (its §2.3) and a recipe's other terms.
     func textPerplexity() -> Double {
         let length = model.config.model.contextLength, chunk = length - 2
         let tokens = Array(data.heldOutText.prefix(config.eval.textTokens))
@@ -41,20 +51,19 @@ struct Evaluation {
             documents.append(model.textDocument(Array(tokens[start..<min(start + chunk, tokens.count)])))
         }
         var total = 0.0, count = 0
-        var unused = RandomGenerator(seed: 0)
         let rows = config.train.batchSize
         for start in stride(from: 0, to: documents.count, by: rows) {
             let batch = try! model.layout.pack(Array(documents[start..<min(start + rows, documents.count)]), length: length)
-            let loss = withoutGradients { model.loss(batch, generator: &unused) }
-            total += Double(loss.part("text_loss") ?? loss.total.item) * Double(loss.trainedPositions)
-            count += loss.trainedPositions
+            let crossEntropy = model.textCrossEntropy(batch)
+            total += crossEntropy.sum
+            count += crossEntropy.count
         }
         return Foundation.exp(total / Double(max(count, 1)))
     }
 
     /// N images generated from the captions of the first N test images (variant 0), decoded to pixels.
-    func generateImages() throws -> (Tensor, [Int32]) {
-        let n = min(config.eval.images, data.test.count)
+    /// Every scale draws from the same random stream, so the scales differ in guidance alone.
+    func generateImages(count n: Int, guidanceScale: Float) throws -> Tensor {
         var generator = RandomGenerator(seed: config.seed).split(key: "evaluation")
         var chunks: [Tensor] = []
         let chunk = 25
@@ -65,21 +74,21 @@ struct Evaluation {
                 var options = TokenSamplingOptions()
                 options.temperature = config.eval.temperature
                 options.topK = config.eval.topK > 0 ? config.eval.topK : nil
-                let codes = try model.sampleImageCodes(captions: captions, guidanceScale: config.eval.guidanceScale, options: options,
+                let codes = try model.sampleImageCodes(captions: captions, guidanceScale: guidanceScale, options: options,
                                                        steps: config.eval.maskgitSteps, generator: &generator)
                 chunks.append(withoutGradients { data.autoencoder.decodeCodes(codes) })
             } else {
-                let latents = try model.sampleImageLatents(captions: captions, guidanceScale: config.eval.guidanceScale,
+                let latents = try model.sampleImageLatents(captions: captions, guidanceScale: guidanceScale,
                                                            sampler: config.eval.diffusionSampler, steps: config.eval.denoisingSteps,
                                                            generator: &generator)
                 chunks.append(withoutGradients { data.autoencoder.decodeLatents(latents) })
             }
-            progress.evaluating("images", done: start + count, of: n)
+            progress.evaluating("images at guidance \(guidanceScale)", done: start + count, of: n)
         }
         // Decoders are not bounded; the classifier (and a PNG) read pixels in [0, 1].
         let images = concatenate(chunks, axis: 0)
         for i in 0..<images.count { images.data[i] = min(max(images.data[i], 0), 1) }
-        return (images, Array(data.test.labels.prefix(n)))
+        return images
     }
 
     /// Share of the first M test images whose greedy caption names their class.

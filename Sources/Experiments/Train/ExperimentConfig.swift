@@ -29,9 +29,11 @@ struct ExperimentConfig: Configuration, Equatable {
         }
         /// Share of training tokens that come from text-only documents (Shakespeare's training plays).
         var textShare: Float = 0.25
-        /// Share of image–caption documents with the image first (understanding); the rest are
-        /// caption first (generation).
-        var imageFirstShare: Float = 0.5
+        /// Share of image–caption documents with the image first (understanding); the rest are caption
+        /// first (generation). 0.2 is the Transfusion paper's order (§4.3.4: 80 % of pairs caption first),
+        /// whose Chameleon baseline saw the same data; Chameleon's own rotation is 0.5. Each run logs the
+        /// share of its image documents that follow their caption (train/image_conditioned_share).
+        var imageFirstShare: Float = 0.2
         /// Use only the first N training images (0: all 60,000).
         var trainImages = 0
         /// Where prepared data (codes/latents of the training set, the tokenizer) are cached.
@@ -77,7 +79,7 @@ struct ExperimentConfig: Configuration, Equatable {
 
     struct EvalConfig: Codable, Equatable {
         enum CodingKeys: String, CodingKey {
-            case textTokens = "text_tokens", images, captions, guidanceScale = "guidance_scale"
+            case textTokens = "text_tokens", images, captions, guidanceScale = "guidance_scale", guidanceScales = "guidance_scales"
             case maskgitSteps = "maskgit_steps", denoisingSteps = "denoising_steps", diffusionSampler = "diffusion_sampler", temperature
             case topK = "top_k", captionTokens = "caption_tokens"
         }
@@ -87,8 +89,16 @@ struct ExperimentConfig: Configuration, Equatable {
         var images = 200
         /// Test images captioned for caption_accuracy.
         var captions = 100
-        /// Classifier-free guidance scale s.
+        /// Classifier-free guidance scale s in (1 + s)·c − s·u, i.e. w = 1 + s in the u + w·(c − u) convention
+        /// of the Transfusion and Imagen papers; the scale fd_fmnist, kid_fmnist and t2i_accuracy are logged at.
         var guidanceScale: Float = 2
+        /// Further scales each evaluation samples at, for the quality/agreement curve over guidance
+        /// (eval_guidance/ in the log: fd, kid and t2i per scale, with N) and each recipe's best-FD scale:
+        /// papers tune guidance per model, so one shared scale favours some recipes. guidance_scale is
+        /// always among them. Each scale s > 0 costs a guided sampling pass (twice an unguided one).
+        var guidanceScales: [Float] = [0]
+        /// Every scale sampled, ascending: `guidanceScales` and `guidanceScale`.
+        var allGuidanceScales: [Float] { Array(Set(guidanceScales + [guidanceScale])).sorted() }
         /// Parallel decoding steps of Show-o's MaskGIT sampler (Show-o §3.3 uses 12–18 at 256²).
         var maskgitSteps = 12
         /// Denoising steps of Transfusion's sampler (DDIM 50 by default, up to recipe.diffusion_steps).
@@ -134,7 +144,9 @@ struct ExperimentConfig: Configuration, Equatable {
         try require(eval.textTokens >= 2, "eval.text_tokens", eval.textTokens, "must be at least 2")
         try require(eval.images >= 4, "eval.images", eval.images, "must be at least 4 (KID draws subsets of half of them, of at least 2)")
         try require(eval.captions >= 1, "eval.captions", eval.captions, "must be at least 1")
-        try require(eval.guidanceScale >= 0, "eval.guidance_scale", eval.guidanceScale, "must be ≥ 0")
+        try require(eval.guidanceScale >= 0 && eval.guidanceScale.isFinite, "eval.guidance_scale", eval.guidanceScale, "must be finite and ≥ 0")
+        try require(eval.guidanceScales.allSatisfy { $0 >= 0 && $0.isFinite } && eval.guidanceScales.count <= 8, "eval.guidance_scales",
+                    eval.guidanceScales, "must list at most 8 finite scales ≥ 0 (e.g. [0, 1, 2, 4]; [] for guidance_scale alone)")
         try require(eval.maskgitSteps >= 1, "eval.maskgit_steps", eval.maskgitSteps, "must be at least 1")
         try require((1...recipe.diffusionSteps).contains(eval.denoisingSteps), "eval.denoising_steps", eval.denoisingSteps,
                     "must lie in 1...recipe.diffusion_steps (\(recipe.diffusionSteps))")

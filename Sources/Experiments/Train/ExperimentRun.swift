@@ -87,6 +87,7 @@ enum ExperimentRun {
         let schedule = WarmupCosineSchedule(peak: config.train.learningRate, warmupSteps: config.train.warmupSteps,
                                             totalSteps: config.train.steps, floor: config.train.learningRate * config.train.finalLearningRateRatio)
         let stream = DocumentStream(data: data, model: model, config: resolved)
+        let specialIDs = Set(data.vocabulary.specialIDs)
         let lossGenerator = root.split(key: "objective")
         let nonEmbedding = model.config.model.nonEmbeddingParameterCount
         let tokensPerStep = config.train.batchSize * model.config.model.contextLength
@@ -157,7 +158,8 @@ enum ExperimentRun {
                 throw Interrupted(signal: signal, description: "interrupted at step \(step); resume with: \(resumeCommand.resuming)")
             }
             let started = Date()
-            let batch = try model.layout.pack(stream.documents(step: step), length: model.config.model.contextLength, rows: config.train.batchSize)
+            let documents = stream.documents(step: step)
+            let batch = try model.layout.pack(documents, length: model.config.model.contextLength, rows: config.train.batchSize)
             var g = lossGenerator.stream(step)
             model.zeroGrad()
             FlopCounter.reset()
@@ -179,6 +181,9 @@ enum ExperimentRun {
             optimizer.step()
             countedFlops += FlopCounter.total
             window.add(loss, norm: norm, seconds: Date().timeIntervalSince(started), tokens: tokensPerStep)
+            let imageDocuments = documents.filter(\.hasImage)
+            window.add("image_documents", Double(imageDocuments.count))
+            window.add("caption_first_image_documents", Double(imageDocuments.filter { !$0.imageComesFirst(ignoring: specialIDs) }.count))
             FaultInjection.reach("train.step")
 
             let done = step + 1
@@ -270,10 +275,6 @@ struct LossWindow {
     var steps = 0, seconds = 0.0, tokens = 0
 
     mutating func add(_ loss: RecipeLoss, norm: Float, seconds: Double, tokens: Int) {
-        func add(_ name: String, _ value: Double) {
-            if sums[name] == nil { order.append(name) }
-            sums[name, default: 0] += value
-        }
         add("loss", Double(loss.total.item))
         for part in loss.parts { add(part.name, Double(part.value)) }
         add("grad_norm", Double(norm))
@@ -282,7 +283,22 @@ struct LossWindow {
         self.tokens += tokens
     }
 
-    func means() -> [(String, Double)] { order.map { ($0, sums[$0]! / Double(max(steps, 1))) } }
+    /// Adds a value summed over the window's steps (call once a step, after `add(_:norm:seconds:tokens:)`).
+    mutating func add(_ name: String, _ value: Double) {
+        if sums[name] == nil { order.append(name) }
+        sums[name, default: 0] += value
+    }
+
+    /// The mean of each value over the window's steps, and the share of image documents whose image
+    /// follows its caption (where the image's loss is conditioned on a caption: the rest are image first,
+    /// or had their caption dropped), a ratio of the window's sums.
+    func means() -> [(String, Double)] {
+        var values = order.map { ($0, sums[$0]! / Double(max(steps, 1))) }
+        if let images = sums["image_documents"], images > 0, let captionFirst = sums["caption_first_image_documents"] {
+            values.append(("image_conditioned_share", captionFirst / images))
+        }
+        return values
+    }
     var tokensPerSecond: Double { Double(tokens) / max(seconds, 1e-9) }
 
     init() {}

@@ -65,6 +65,8 @@ extension FusionModel {
             }
         }
 
+        // Guided prediction (1 + s)·conditional − s·unconditional: s is w − 1 in the u + w·(c − u)
+        // convention of the Transfusion and Imagen papers (see `guidedLogit`).
         let n = captions.count, guided = guidanceScale != 0, s = guidanceScale
         let (c, g, p, d) = (config.latentChannels, config.imageGrid, latentPatches.patchesPerImage, config.model.width)
         // Rows 0..<N: BOS caption BOI; rows N..<2N (with guidance): BOS BOI.

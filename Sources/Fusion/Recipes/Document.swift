@@ -24,6 +24,9 @@ public struct Document {
     public var segments: [Segment]
     public init(_ segments: [Segment]) { self.segments = segments }
 
+    /// Whether any segment is an image.
+    public var hasImage: Bool { segments.contains { if case .image = $0 { return true } else { return false } } }
+
     /// True when an image comes before the first text id (an understanding example: image → caption);
     /// ids in `ignoring` (task tokens such as Show-o's MMU) do not count as text.
     public func imageComesFirst(ignoring: Set<Int32> = []) -> Bool {

@@ -30,4 +30,17 @@ extension FusionModel {
         return RecipeLoss(total: total, parts: [("text_loss", textLoss.item), ("image_loss", imageLoss.item)],
                           trainedPositions: textCount + imageCount)
     }
+
+    /// The summed next-token cross-entropy of the text targets of `batch`, and their count: the plain
+    /// −log p of each next token and nothing else (no z-loss, masking weight or diffusion term), so that
+    /// exp(sum / count), the held-out perplexity, means the same for every recipe.
+    public func textCrossEntropy(_ batch: PackedBatch) -> (sum: Double, count: Int) {
+        let logits = withoutGradients { tokenLogits(batch) }
+        var targets = batch.nextTokenTargets
+        for (i, target) in targets.enumerated() where target >= 0 && vocabulary.isImageCode(target) { targets[i] = -1 }
+        let count = targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
+        guard count > 0 else { return (0, 0) }
+        let mean = withoutGradients { crossEntropy(logits, targets: targets, zLoss: 0) }
+        return (Double(mean.item) * Double(count), count)
+    }
 }

@@ -45,6 +45,8 @@ public struct TokenSamplingOptions: Equatable, Sendable {
 }
 
 /// Classifier-free guidance on one logit: (1 + s)·conditional − s·unconditional (s = 0: conditional).
+/// Fusion's s is w − 1 for the w of u + w·(c − u) in the Transfusion (§4.1) and Imagen papers: our s = 2
+/// is their w = 3, and our s = 0 their w = 1 (no guidance).
 @inline(__always)
 public func guidedLogit(conditional: Float, unconditional: Float, scale: Float) -> Float {
     (1 + scale) * conditional - scale * unconditional
