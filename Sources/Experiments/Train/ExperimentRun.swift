@@ -67,7 +67,7 @@ enum ExperimentRun {
 
         let progress = Progress(total: config.train.steps)
         progress.say("fusion train: resolved config\n\(yaml)")
-        if resume && checkpoint == nil {
+        if resume && checkpoint == nil && fm.fileExists(atPath: paths.log) {
             progress.say("fusion train: --resume: no checkpoint in \(directory) yet (the run stopped before its first, at step "
                          + "\(config.train.checkpointEvery)); starting from step 0")
         }
