@@ -16,6 +16,10 @@ struct TrainedRun {
         guard FileManager.default.fileExists(atPath: path) else {
             throw RunFailure(description: "\(directory) holds no checkpoint.h5: give the directory of a run made by fusion train (its --out)")
         }
+        // Every value is read only after its dataset's size is checked against the file's, so that a
+        // damaged shape cannot ask for more memory than the file could ever have held.
+        let file = try HDF5File.open(path)
+        let elements = try ResultsSchema.requireDatasetsFitInFile(file)
         let checkpoint = try Checkpoint.read(from: path)
         guard let yaml = checkpoint.metadata["config"] else {
             throw RunFailure(description: "\(path) carries no config: it was not written by fusion train")
@@ -24,8 +28,8 @@ struct TrainedRun {
         var defaults = ExperimentConfig()
         defaults.recipe = try RecipeConfig.preset(named: preset)
         config = try ConfigLoader.load(ExperimentConfig.self, yaml: yaml, source: "\(path) (config)", defaults: defaults)
+        try Self.requireModelFits(config.recipe.model, values: elements, path: path)
         self.yaml = yaml
-        let file = try HDF5File.open(path)
         guard try file.root.exists("tokenizer") else {
             throw RunFailure(description: "\(path) holds no tokenizer: it was written by an older fusion train; train the run again")
         }
@@ -39,6 +43,21 @@ struct TrainedRun {
         model = try FusionModel(config: recipe, vocabulary: data.vocabulary, generator: &generator)
         try checkpoint.restore(into: model.parametersByName())
         step = checkpoint.step
+    }
+
+    /// Refuses a config whose model could not be the one the checkpoint's `values` numbers are the weights
+    /// of (every block has a D×D query projection and a D×F MLP projection), before the model is built:
+    /// a damaged config naming a huge model would otherwise be allocated (or overflow its size) only to
+    /// be refused by the strict restore.
+    static func requireModelFits(_ model: TransformerConfig, values: Int, path: String) throws {
+        // In this order, so that no product can overflow: d² ≤ values, then L·d² ≤ values and d·F ≤ values.
+        let d = model.width
+        guard d <= values / max(d, 1), model.layers <= values / max(d * d, 1),
+              model.resolvedMLPHidden <= values / max(d, 1) else {
+            throw RunFailure(description: "\(path): its config names a model (width \(d), \(model.layers) layers, MLP width \(model.mlpHidden)) "
+                             + "larger than the \(values) numbers the checkpoint holds; the config does not belong to these weights "
+                             + "(the checkpoint is damaged): train the run again")
+        }
     }
 
     /// Images [N, 1, 32, 32] in [0, 1] generated from one caption.
