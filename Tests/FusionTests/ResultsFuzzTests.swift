@@ -47,8 +47,10 @@ final class ResultsFuzzTests: XCTestCase {
             try file.close()
         }
         // The unmutated files pass every command.
-        let baseline = try FusionRun.start(["report", results, "--out", root + "/baseline-report"], in: root)
-        XCTAssertEqual(baseline.status, 0, baseline.output)
+        for command in ["report", "analyze"] {
+            let baseline = try FusionRun.start([command, results, "--out", root + "/baseline-\(command)"], in: root + "/baseline")
+            XCTAssertEqual(baseline.status, 0, baseline.output)
+        }
 
         var rng = SplitMix64(seed: Self.seed)
         var jobs: [FuzzJob] = []
@@ -80,19 +82,27 @@ final class ResultsFuzzTests: XCTestCase {
         }
         // Checkpoint mutants: each through one of eval, sample and --resume in turn.
         let checkpointMutants = 105
+        var nextConfigEdit = 0
         for index in 0..<checkpointMutants {
             let directory = root + "/c\(index)"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             try FileManager.default.copyItem(atPath: run, toPath: directory + "/run")
             var mutantRNG = SplitMix64(seed: rng.next())
-            let mutation = "checkpoint mutant \(index): " + CheckpointMutator.mutate(directory + "/run/checkpoint.h5", rng: &mutantRNG)
-            switch index % 3 {
-            case 0: jobs.append(FuzzJob(mutation: mutation, command: "eval", arguments: ["eval", directory + "/run"], expectedFile: nil))
-            case 1: jobs.append(FuzzJob(mutation: mutation, command: "sample",
-                                        arguments: ["sample", directory + "/run", "--prompt", "a dark sneaker", "--count", "2", "--out", directory + "/s.png"],
-                                        expectedFile: directory + "/s.png"))
-            default: jobs.append(FuzzJob(mutation: mutation, command: "resume",
-                                         arguments: ["train", "configs/tiny.yaml"] + overrides + ["--out", directory + "/run", "--resume"], expectedFile: nil))
+            let mutation = "checkpoint mutant \(index): "
+                + CheckpointMutator.mutate(directory + "/run/checkpoint.h5", rng: &mutantRNG, configEdit: &nextConfigEdit)
+            // A damaged config matters most to eval and sample, which build the model from it: those see both.
+            let isConfigEdit = mutation.contains(": metadata config ")
+            if index % 3 == 0 || isConfigEdit {
+                jobs.append(FuzzJob(mutation: mutation, command: "eval", arguments: ["eval", directory + "/run"], expectedFile: nil))
+            }
+            if index % 3 == 1 || isConfigEdit {
+                jobs.append(FuzzJob(mutation: mutation, command: "sample",
+                                    arguments: ["sample", directory + "/run", "--prompt", "a dark sneaker", "--count", "2", "--out", directory + "/s.png"],
+                                    expectedFile: directory + "/s.png"))
+            }
+            if index % 3 == 2 {
+                jobs.append(FuzzJob(mutation: mutation, command: "resume",
+                                    arguments: ["train", "configs/tiny.yaml"] + overrides + ["--out", directory + "/run", "--resume"], expectedFile: nil))
             }
         }
 
@@ -100,19 +110,27 @@ final class ResultsFuzzTests: XCTestCase {
         let lock = NSLock()
         var failures: [String] = [], succeeded = 0, refused = 0
         var perCommand: [String: Int] = [:]
+        var durations: [(seconds: Double, job: String)] = []
+        let verbose = ProcessInfo.processInfo.environment["FUSION_FUZZ_VERBOSE"] != nil
         DispatchQueue.concurrentPerform(iterations: jobs.count) { i in
             let job = jobs[i]
             let verdict: String?
             let status: Int32
+            let jobStarted = Date()
+            var ending = ""
             do {
                 let result = try FusionRun.start(job.arguments, in: root + "/logs-\(i)")
                 status = result.status
                 verdict = result.problem(expectedFile: job.expectedFile)
+                ending = result.stderr.split(separator: "\n").last.map(String.init) ?? ""
             } catch {
                 status = -1
                 verdict = "could not run fusion: \(error)"
             }
+            let seconds = Date().timeIntervalSince(jobStarted)
             lock.lock()
+            if verbose { print("\(job.mutation) | \(job.command) | status \(status) | \(String(format: "%.1f s", seconds)) | \(ending.prefix(300))") }
+            durations.append((seconds, "\(job.command) of \(job.mutation)"))
             perCommand[job.command, default: 0] += 1
             if let verdict { failures.append("\(job.mutation)\n  fusion \(job.command): \(verdict)") }
             else if status == 0 { succeeded += 1 } else { refused += 1 }
@@ -122,7 +140,8 @@ final class ResultsFuzzTests: XCTestCase {
         print("ResultsFuzzTests: \(resultsMutants) results mutants, \(checkpointMutants) checkpoint mutants (seed \(Self.seed)); runs per command: "
               + perCommand.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
               + "; \(succeeded) succeeded, \(refused) refused with an error, \(failures.count) failed (trap, hang or unclear error); "
-              + String(format: "%.0f s", seconds))
+              + String(format: "%.0f s", seconds) + "; slowest: "
+              + durations.sorted { $0.seconds > $1.seconds }.prefix(3).map { String(format: "%.1f s ", $0.seconds) + $0.job }.joined(separator: "; "))
         for command in ["report", "analyze", "eval", "sample", "resume"] {
             XCTAssertGreaterThanOrEqual(perCommand[command] ?? 0, 25, "fusion \(command) saw too few mutants")
         }
@@ -415,8 +434,9 @@ enum ResultsMutator {
 
 /// Damages a run's checkpoint.h5 (its metadata config, its tokenizer, its tensors, or its bytes).
 enum CheckpointMutator {
-    static func mutate(_ path: String, rng: inout SplitMix64) -> String {
-        do { return try attempt(path, rng: &rng) } catch { return "mutation failed part-way (\(error)); the file is as it was left" }
+    /// `configEdit`: the next of `configEdits` to apply, so that every one is tried in turn.
+    static func mutate(_ path: String, rng: inout SplitMix64, configEdit: inout Int) -> String {
+        do { return try attempt(path, rng: &rng, configEdit: &configEdit) } catch { return "mutation failed part-way (\(error)); the file is as it was left" }
     }
 
     /// Changes to the resolved config's YAML: garbage, wrong types, out-of-range values, other model shapes.
@@ -445,7 +465,7 @@ enum CheckpointMutator {
         ("NUL and control bytes", { _ in "name: \u{1}\u{7}\u{1B}[31m" }),
     ]
 
-    private static func attempt(_ path: String, rng: inout SplitMix64) throws -> String {
+    private static func attempt(_ path: String, rng: inout SplitMix64, configEdit: inout Int) throws -> String {
         let kind = Int.random(in: 0..<10, using: &rng)
         switch kind {
         case 0: return FileMutator.truncate(path, rng: &rng)
@@ -458,7 +478,8 @@ enum CheckpointMutator {
         switch kind {
         case 2, 3:  // the config
             let metadata = try root.group("metadata")
-            let (what, edit) = configEdits.randomElement(using: &rng)!
+            let (what, edit) = configEdits[configEdit % configEdits.count]
+            configEdit += 1
             try metadata.setAttribute("config", edit(try metadata.stringAttribute("config")))
             return "metadata config \(what)"
         case 4:  // a metadata or root attribute retyped, or removed

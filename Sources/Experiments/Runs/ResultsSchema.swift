@@ -47,6 +47,22 @@ enum ResultsSchema {
 
     /// Checks the root attributes and every run of an open results file.
     static func validate(_ file: HDF5File) throws {
+        try validateHeader(file)
+        let path = file.path, root = file.root
+        guard try root.exists("runs"), let runs = try? root.group("runs") else {
+            throw ResultsSchemaError(file: path, object: "/runs", expected: "a group of runs", found: "none", advice: foreign)
+        }
+        for name in try runs.childNames {
+            guard let run = try? runs.group(name) else {
+                throw ResultsSchemaError(file: path, object: "/runs/\(name)", expected: "a run's group", found: "a dataset", advice: damaged)
+            }
+            try validateRun(run, file: path)
+        }
+    }
+
+    /// Checks the root attributes: a schema version this build reads, and the provenance strings.
+    /// With `validateRun`, what a run's log reopened by --resume needs.
+    static func validateHeader(_ file: HDF5File) throws {
         let path = file.path, root = file.root
         guard try root.hasAttribute("schema_version") else {
             throw ResultsSchemaError(file: path, object: "/", expected: "a schema_version attribute",
@@ -66,15 +82,6 @@ enum ResultsSchema {
         }
         for name in ["created", "git_commit", "machine", "versions"] {
             try requireString(name, of: root, file: path)
-        }
-        guard try root.exists("runs"), let runs = try? root.group("runs") else {
-            throw ResultsSchemaError(file: path, object: "/runs", expected: "a group of runs", found: "none", advice: foreign)
-        }
-        for name in try runs.childNames {
-            guard let run = try? runs.group(name) else {
-                throw ResultsSchemaError(file: path, object: "/runs/\(name)", expected: "a run's group", found: "a dataset", advice: damaged)
-            }
-            try validateRun(run, file: path)
         }
     }
 
@@ -121,7 +128,7 @@ enum ResultsSchema {
             let shape = try series.shape
             guard shape == [length] else {
                 throw ResultsSchemaError(file: file, object: series.path,
-                                         expected: "a 1-D series of \(length) values, one per entry of \(step.path)",
+                                         expected: "a 1-D series of \(length) value\(length == 1 ? "" : "s"), one per entry of \(step.path)",
                                          found: shape.count == 1 ? "\(shape[0]) value\(shape[0] == 1 ? "" : "s")" : "shape \(shape)", advice: damaged)
             }
         }
