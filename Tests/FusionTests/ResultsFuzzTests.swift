@@ -191,7 +191,11 @@ struct FusionRun {
         if done.wait(timeout: .now() + limit) == .timedOut {
             timedOut = true
             process.terminate()
-            done.wait()
+            // fusion finishes its step on SIGTERM before it exits; a hung one is then killed outright.
+            if done.wait(timeout: .now() + 10) == .timedOut {
+                kill(process.processIdentifier, SIGKILL)
+                done.wait()
+            }
         }
         try outHandle.close()
         try errHandle.close()
