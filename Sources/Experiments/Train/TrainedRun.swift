@@ -47,9 +47,11 @@ struct TrainedRun {
         step = checkpoint.step
     }
 
-    /// Refuses a stored config that lacks keys of its own resolution: fusion train stores the resolved
-    /// config, every key spelled out, so a missing one is damage (an emptied config would otherwise run
-    /// with every default, e.g. the default data cache and all 60,000 training images).
+    /// Refuses a stored config that lacks keys of its own resolution in the sections that make the model
+    /// and its data: fusion train stores the resolved config, every key spelled out, so a missing one is
+    /// damage (an emptied config would otherwise run with every default, e.g. the default data cache and
+    /// all 60,000 training images). train and eval keys may be missing: a key added to them later has a
+    /// default that reads an older run as it was made.
     static func requireEveryKey(of config: ExperimentConfig, in yaml: String, path: String) throws {
         guard let resolved = try ConfigLoader.compose(try ConfigLoader.yaml(config), source: "the resolved config"),
               let stored = try ConfigLoader.compose(yaml, source: "\(path) (config)") else {
@@ -64,13 +66,16 @@ struct TrainedRun {
                 return missing(below, storedBelow, prefix + key + ".")
             }
         }
-        let absent = missing(resolved, stored, "")
+        let absent = missing(resolved, stored, "").filter { sectionsSpelledOut.contains(String($0.prefix { $0 != "." })) }
         guard absent.isEmpty else {
             throw RunFailure(description: "\(path): its config lacks \(absent.count) key(s) of a resolved config ("
                              + absent.prefix(5).joined(separator: ", ") + (absent.count > 5 ? ", …" : "")
-                             + "); fusion train stores every key, so the checkpoint is damaged (or from an older Fusion): train the run again")
+                             + "); fusion train stores every key of the model and its data, so the checkpoint is damaged: train the run again")
         }
     }
+
+    /// The top-level keys under which a checkpoint's config must have every key of its resolution.
+    static let sectionsSpelledOut: Set<String> = ["name", "seed", "recipe", "data", "tokenizer", "autoencoder"]
 
     /// Refuses a config whose model could not be the one the checkpoint's `values` numbers are the weights
     /// of (every block has a D×D query projection and a D×F MLP projection), before the model is built:
