@@ -78,7 +78,7 @@ final class PNGTests: XCTestCase {
         let (n, h, w) = (5, 3, 2)
         var values: [Float] = []
         for i in 0..<n { for y in 0..<h { for x in 0..<w { values.append(Float(i * 6 + y * 2 + x + 1) / 64) } } }
-        let grid = PNG.grid(Tensor(values, shape: [n, 1, h, w]), columns: 2, padding: 1)
+        let grid = try PNG.grid(Tensor(values, shape: [n, 1, h, w]), columns: 2, padding: 1)
         XCTAssertEqual(grid.width, 7)
         XCTAssertEqual(grid.height, 13)
         XCTAssertEqual(grid.channels, 1)
@@ -99,8 +99,8 @@ final class PNGTests: XCTestCase {
         }
     }
 
-    func testGridNoWiderThanItsImagesAndCustomBorder() {
-        let grid = PNG.grid(Tensor(repeating: 0.5, shape: [2, 1, 4, 4]), columns: 8, padding: 3, border: 9)
+    func testGridNoWiderThanItsImagesAndCustomBorder() throws {
+        let grid = try PNG.grid(Tensor(repeating: 0.5, shape: [2, 1, 4, 4]), columns: 8, padding: 3, border: 9)
         XCTAssertEqual(grid.width, 2 * 4 + 3 * 3)
         XCTAssertEqual(grid.height, 4 + 2 * 3)
         XCTAssertEqual(grid[x: 0, y: 0, channel: 0], 9)
@@ -109,12 +109,12 @@ final class PNGTests: XCTestCase {
         XCTAssertEqual(grid[x: 10, y: 3, channel: 0], 128)  // first pixel of image 1
     }
 
-    func testGridClampsAndScales() {
+    func testGridClampsAndScales() throws {
         let values: [Float] = [-1, 0, 0.5, 1, 2, .nan, .infinity, -.infinity]
-        let grid = PNG.grid(Tensor(values, shape: [1, 1, 2, 4]), columns: 1, padding: 0)
+        let grid = try PNG.grid(Tensor(values, shape: [1, 1, 2, 4]), columns: 1, padding: 0)
         XCTAssertEqual(grid.pixels, [0, 0, 128, 255, 255, 0, 255, 0])
 
-        let signed = PNG.grid(Tensor([-1, -0.5, 0, 1, 3], shape: [1, 1, 1, 5]), columns: 1, padding: 0, range: -1...1)
+        let signed = try PNG.grid(Tensor([-1, -0.5, 0, 1, 3], shape: [1, 1, 1, 5]), columns: 1, padding: 0, range: -1...1)
         XCTAssertEqual(signed.pixels, [0, 64, 128, 255, 255])  // 63.75 → 64, 127.5 → 128
     }
 
@@ -122,7 +122,7 @@ final class PNGTests: XCTestCase {
         // [N=2, C=3, H=2, W=3], values k/255 so that every byte is exactly k.
         let count = 2 * 3 * 2 * 3
         let images = Tensor((0..<count).map { Float($0 * 7) / 255 }, shape: [2, 3, 2, 3])
-        let grid = PNG.grid(images, columns: 2, padding: 0)
+        let grid = try PNG.grid(images, columns: 2, padding: 0)
         XCTAssertEqual(grid.width, 6)
         XCTAssertEqual(grid.height, 2)
         XCTAssertEqual(grid.channels, 3)
@@ -143,6 +143,17 @@ final class PNGTests: XCTestCase {
     }
 
     // MARK: overwrite and errors
+
+    /// Images can come from a file (a run's samples): a shape the grid cannot lay out is a thrown error.
+    func testGridRefusesImpossibleShapesWithAnError() {
+        for shape in [[7], [2, 2, 4, 4], [0, 1, 4, 4], [1, 1, 4]] {
+            XCTAssertThrowsError(try PNG.grid(Tensor(zeros: shape), columns: 10)) { error in
+                guard case PNGError.invalidGrid(let found, _) = error else { return XCTFail("\(error)") }
+                XCTAssertEqual(found, shape)
+            }
+        }
+        XCTAssertThrowsError(try PNG.grid(Tensor(zeros: [1, 1, 2, 2]), columns: 0))
+    }
 
     func testRefusesToOverwrite() throws {
         let file = path("keep.png")

@@ -127,6 +127,19 @@ final class ScalingAnalysisTests: XCTestCase {
         XCTAssertEqual(result.fits.first { $0.metric == "fd_fmnist" }?.fit.slope ?? 0, log10(0.5), accuracy: 1e-12)
     }
 
+    /// The root attributes every results file carries (ResultsSchema checks them).
+    func stampResultsFile(_ root: HDF5Group) throws {
+        try root.setAttribute("schema_version", ResultsSchema.version)
+        for name in ["created", "git_commit", "machine", "versions"] { try root.setAttribute(name, "synthetic") }
+    }
+
+    /// The attributes every run group carries.
+    func stampRun(_ run: HDF5Group, recipe: String, seed: Int64 = 0) throws {
+        try run.setAttribute("recipe", recipe)
+        try run.setAttribute("config", "synthetic")
+        try run.setAttribute("seed", seed)
+    }
+
     /// Three recipes at four budgets (1e12 … 6.4e13), two seeds each, with exact power laws: fd_fmnist
     /// (seed-dependent factor 1.02 / 0.98), text_ppl, a flat t2i_accuracy of 0.5 and caption error 1e2·C^−0.2;
     /// each run with an earlier evaluation that must be ignored.
@@ -135,12 +148,14 @@ final class ScalingAnalysisTests: XCTestCase {
             "chameleon": ((1e4, -0.3), (900, -0.15)), "showo": ((3e4, -0.35), (800, -0.14)), "transfusion": ((2e3, -0.25), (1000, -0.16)),
         ]
         let results = try HDF5File.create(path)
+        try stampResultsFile(results.root)
         try results.root.setAttribute("git_commit", "abc")
         for (recipe, law) in laws {
             for (index, c) in [1e12, 4e12, 1.6e13, 6.4e13].enumerated() {
                 for seed in [Int64(0), 1] {
                     let run = try results.root.createGroup("runs/scaling-\(index)-\(recipe)-\(seed)")
                     try run.setAttribute("recipe", recipe)
+                    try run.setAttribute("config", "synthetic")
                     try run.setAttribute("seed", seed)
                     try run.setAttribute("non_embedding_parameter_count", Int64(index + 1) * 100_000)
                     let wobble = seed == 0 ? 1.02 : 0.98  // seed noise, so the spread is not zero
@@ -206,13 +221,15 @@ final class ScalingAnalysisTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let results = try HDF5File.create(directory + "/results.h5")
+        try stampResultsFile(results.root)
         for recipe in ["chameleon", "showo"] {
             let run = try results.root.createGroup("runs/q-\(recipe)")
-            try run.setAttribute("recipe", recipe)
+            try stampRun(run, recipe: recipe)
+            try run.createDataset("eval/step", values: [Int64(100)], shape: [1])
             try run.createDataset("eval/flops_counted", values: [1e13], shape: [1])
             try run.createDataset("eval/fd_fmnist", values: [50.0], shape: [1])
         }
-        try results.root.createGroup("runs/unevaluated").setAttribute("recipe", "showo")
+        try stampRun(try results.root.createGroup("runs/unevaluated"), recipe: "showo")
         try results.close()
         XCTAssertThrowsError(try Analysis.run(results: directory + "/results.h5", to: directory + "/analysis")) {
             XCTAssert("\($0)".contains("two or more FLOP budgets") && "\($0)".contains("analysis.md"), "\($0)")

@@ -1,6 +1,7 @@
 // `fusion report`: a markdown summary of a results file (one run's log or a sweep's merged file): one
 // row per run with its recipe, size, FLOPs and final metrics, and the PNG grid of each run's last
-// samples beside it. Reads only what the log layout of DESIGN.md promises, so it works on any run.
+// samples beside it. Reads only what the log layout of DESIGN.md promises, so it works on any run, and
+// checks the file against that layout (ResultsSchema) before it reads anything.
 import Foundation
 import Fusion
 
@@ -19,10 +20,7 @@ enum Report {
     /// Writes `directory/report.md` and the sample grids; returns the markdown.
     @discardableResult
     static func write(results path: String, to directory: String) throws -> String {
-        let file = try HDF5File.open(path)
-        guard try file.root.exists("runs") else {
-            throw RunFailure(description: "\(path) has no /runs group: is it a Fusion results file (a run's log.h5 or a sweep's results.h5)?")
-        }
+        let file = try ResultsSchema.open(path)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let runs = try file.root.group("runs")
         var rows: [Row] = []
@@ -38,7 +36,9 @@ enum Report {
             var grid: String? = nil
             if try run.exists("samples") {
                 let samples = try run.group("samples")
-                if let latest = try samples.childNames.filter({ $0.hasPrefix("step") }).max(by: { (Int($0.dropFirst(4)) ?? 0) < (Int($1.dropFirst(4)) ?? 0) }) {
+                // stepN and stepN_labels, N a positive step (checked by ResultsSchema).
+                let steps = try samples.childNames.filter { !$0.hasSuffix("_labels") }.compactMap { Int($0.dropFirst("step".count)) }
+                if let latest = steps.max().map({ "step\($0)" }) {
                     let bytes = try samples.dataset(latest).read(as: UInt8.self)
                     let shape = try samples.dataset(latest).shape
                     let images = Tensor(bytes.map { Float($0) / 255 }, shape: shape)

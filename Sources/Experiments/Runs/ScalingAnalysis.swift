@@ -150,9 +150,7 @@ enum ScalingAnalysis {
         do { file = try HDF5File.open(path) } catch {
             throw RunFailure(description: "\(path): cannot open it as HDF5 (\(error)); pass a sweep's results.h5 or a run's log.h5")
         }
-        guard try file.root.exists("runs") else {
-            throw RunFailure(description: "\(path) has no /runs group: is it a Fusion results file (a sweep's results.h5 or a run's log.h5)?")
-        }
+        try ResultsSchema.validate(file)
         let runs = try file.root.group("runs")
         var observations: [Observation] = []
         for name in try runs.childNames {

@@ -196,9 +196,20 @@ private func dimensions(of space: hid_t) -> [Int]? {
         guard rank > 0 else { return nil }
         var dims = [hsize_t](repeating: 0, count: rank)
         H5Sget_simple_extent_dims(space, &dims, nil)
-        return dims.map { Int($0) }
+        return dims.map { Int(clamping: $0) }  // a damaged file can hold any 64 bits here
     default: return []
     }
+}
+
+/// The product of `shape`, or nil when it overflows an Int.
+private func elementCount(_ shape: [Int]) -> Int? {
+    var count = 1
+    for extent in shape {
+        let (product, overflow) = count.multipliedReportingOverflow(by: extent)
+        if overflow { return nil }
+        count = product
+    }
+    return count
 }
 
 /// "an int64 scalar", "a float64 array of shape [3]", "a variable-length string scalar".
@@ -650,7 +661,10 @@ public class HDF5Object {
                 throw failure("attribute '\(name)' is \(describe(type: type, space: space)), "
                               + "not \(array ? "an array of \(wantedText)s" : "a single \(wantedText)")\(advice)")
             }
-            let count = dims?.reduce(1, *) ?? 1
+            if dims == [] { return [] }  // an empty (null) dataspace
+            guard let count = elementCount(dims ?? [1]) else {
+                throw failure("attribute '\(name)' has shape \(dims ?? []), too many values to address; the file is damaged")
+            }
             guard count > 0 else { return [] }
             return try [T](unsafeUninitializedCapacity: count) { buffer, initialized in
                 try check(H5Aread(attribute, wanted.nativeType, buffer.baseAddress),
@@ -973,9 +987,16 @@ public final class HDF5Dataset: HDF5Object {
         }
     }
 
-    /// The number of elements: the product of `shape`.
+    /// The number of elements: the product of `shape`. Throws when the product does not fit in an Int
+    /// (a damaged file's shape).
     public var count: Int {
-        get throws { try shape.reduce(1, *) }
+        get throws {
+            let shape = try self.shape
+            guard let count = elementCount(shape) else {
+                throw failure("the dataset's shape \(shape) holds too many elements to address; the file is damaged")
+            }
+            return count
+        }
     }
 
     private func requireType(_ wanted: HDF5ElementType, for action: String) throws {
@@ -1003,6 +1024,7 @@ public final class HDF5Dataset: HDF5Object {
     public func readTensor() throws -> Tensor {
         try requireOpen()
         try requireType(.float32, for: "read a Tensor of")
+        _ = try count  // throws for a shape whose size overflows, which Tensor would trap on
         let tensor = Tensor(uninitializedShape: try shape)
         try readValues(into: tensor)
         return tensor

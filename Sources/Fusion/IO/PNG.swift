@@ -19,7 +19,9 @@ public struct Image8: Equatable, Sendable {
     /// height × width × channels bytes, row-major, channels interleaved.
     public var pixels: [UInt8]
 
-    /// An image from its bytes; `pixels.count` must be `width * height * channels`.
+    /// An image from its bytes; `pixels.count` must be `width * height * channels`. A precondition, not
+    /// a thrown error: only code makes Image8s (PNG.read and PNG.grid compute consistent sizes, and
+    /// check the sizes they read first), so a mismatch here is a programming error.
     public init(width: Int, height: Int, channels: Int, pixels: [UInt8]) {
         precondition(width >= 0 && height >= 0, "Image8: negative size \(width)×\(height)")
         precondition(channels == 1 || channels == 3, "Image8: channels must be 1 (grey) or 3 (RGB), not \(channels)")
@@ -60,6 +62,8 @@ public enum PNGError: Error, Equatable, CustomStringConvertible, LocalizedError 
     case libpng(path: String, operation: String, message: String)
     /// The image is too large to address (its byte count overflows).
     case tooLarge(path: String, width: Int, height: Int)
+    /// `PNG.grid` was given images of a shape it cannot lay out, or impossible layout arguments.
+    case invalidGrid(shape: [Int], reason: String)
 
     public var description: String {
         switch self {
@@ -71,6 +75,8 @@ public enum PNGError: Error, Equatable, CustomStringConvertible, LocalizedError 
             return "PNG: cannot \(operation) \(path): \(message)"
         case .tooLarge(let path, let width, let height):
             return "PNG: \(path) is \(width)×\(height) pixels, too large to hold in memory"
+        case .invalidGrid(let shape, let reason):
+            return "PNG.grid: cannot lay out images of shape \(shape): \(reason)"
         }
     }
 
@@ -162,21 +168,36 @@ public enum PNG {
     /// number in each group.
     ///
     /// The default border is white, which stands out against Fashion-MNIST's black backgrounds.
+    ///
+    /// Throws `PNGError.invalidGrid` for images that are not [N ≥ 1, 1 or 3, H, W] or for impossible
+    /// layout arguments: images can come from a file (a run's samples), so their shape is checked here
+    /// rather than trusted.
     public static func grid(_ images: Tensor, columns: Int, padding: Int = 2,
-                            range: ClosedRange<Float> = 0...1, border: UInt8 = 255) -> Image8 {
-        precondition(images.rank == 4, "PNG.grid: expected images [N, C, H, W], got shape \(images.shape); reshape a single image to [1, C, H, W]")
+                            range: ClosedRange<Float> = 0...1, border: UInt8 = 255) throws -> Image8 {
+        func invalid(_ reason: String) -> PNGError { .invalidGrid(shape: images.shape, reason: reason) }
+        guard images.rank == 4 else { throw invalid("expected images [N, C, H, W]; reshape a single image to [1, C, H, W]") }
         let (n, c, h, w) = (images.shape[0], images.shape[1], images.shape[2], images.shape[3])
-        precondition(c == 1 || c == 3, "PNG.grid: C must be 1 (grey) or 3 (RGB), got shape \(images.shape)")
-        precondition(n >= 1, "PNG.grid: no images (shape \(images.shape))")
-        precondition(columns >= 1, "PNG.grid: columns must be at least 1, not \(columns)")
-        precondition(padding >= 0, "PNG.grid: padding must be non-negative, not \(padding)")
-        precondition(range.lowerBound < range.upperBound && range.lowerBound.isFinite && range.upperBound.isFinite,
-                     "PNG.grid: range \(range) must be finite and non-empty")
-
-        let gridColumns = min(columns, n)
-        let gridRows = (n + columns - 1) / columns
-        let width = gridColumns * w + (gridColumns + 1) * padding
-        let height = gridRows * h + (gridRows + 1) * padding
+        guard c == 1 || c == 3 else { throw invalid("C must be 1 (grey) or 3 (RGB)") }
+        guard n >= 1 else { throw invalid("there are no images (N = 0)") }
+        guard h >= 0 && w >= 0 else { throw invalid("negative image size") }
+        guard columns >= 1 else { throw invalid("columns must be at least 1, not \(columns)") }
+        guard padding >= 0 else { throw invalid("padding must be non-negative, not \(padding)") }
+        guard range.lowerBound < range.upperBound && range.lowerBound.isFinite && range.upperBound.isFinite else {
+            throw invalid("range \(range) must be finite and non-empty")
+        }
+        // The picture's size, with every product checked: a shape read from a file may be anything.
+        let gridColumns = min(columns, n), gridRows = n / columns + (n % columns == 0 ? 0 : 1)
+        func span(_ count: Int, _ size: Int) -> Int? {
+            let (cells, o1) = count.multipliedReportingOverflow(by: size)
+            let (gaps, o2) = (count + 1).multipliedReportingOverflow(by: padding)
+            let (total, o3) = cells.addingReportingOverflow(gaps)
+            return o1 || o2 || o3 ? nil : total
+        }
+        guard let width = span(gridColumns, w), let height = span(gridRows, h),
+              case let (pixels, o1) = width.multipliedReportingOverflow(by: height), !o1,
+              case let (bytes, o2) = pixels.multipliedReportingOverflow(by: c), !o2, bytes <= Int(Int32.max) else {
+            throw invalid("the grid would be too large to hold (over 2 GiB)")
+        }
         var out = Image8(width: width, height: height, channels: c, repeating: border)
 
         let low = range.lowerBound, scale = 255 / (range.upperBound - range.lowerBound)
@@ -203,7 +224,7 @@ public enum PNG {
     public static func writeGrid(_ images: Tensor, columns: Int, padding: Int = 2,
                                  range: ClosedRange<Float> = 0...1, border: UInt8 = 255,
                                  to path: String, overwrite: Bool) throws {
-        let image = grid(images, columns: columns, padding: padding, range: range, border: border)
+        let image = try grid(images, columns: columns, padding: padding, range: range, border: border)
         try write(image, to: path, overwrite: overwrite)
     }
 

@@ -329,7 +329,9 @@ public final class BPETokenizer: @unchecked Sendable {
         }
         let mergeCount = try group.int64Attribute("merge_count")
         let shape = try dataset.shape
-        guard mergeCount >= 0, shape == [Int(mergeCount), 2] else {
+        // Ids are Int32: 256 bytes + the merges + the specials must fit.
+        let mostMerges = Int64(Int32.max) - Int64(byteCount + SpecialToken.allCases.count)
+        guard mergeCount >= 0, mergeCount <= mostMerges, shape == [Int(mergeCount), 2] else {
             throw fail("'merges' has shape \(shape), but merge_count = \(mergeCount) asks for "
                        + "[\(mergeCount), 2]; the file is damaged" + rewrite)
         }
