@@ -95,8 +95,10 @@ enum ResultsSchema {
             try requireInteger(name, of: run, file: file, required: false)
         }
         let bytes = fileSize(file)
-        for section in ["train", "eval"] where try run.exists(section) {
-            try validateSeries(try subgroup(section, of: run, file: file), file: file, fileBytes: bytes)
+        for section in RunLog.seriesSections where try run.exists(section) {
+            // eval_guidance/ has a row per (step, guidance scale): its steps repeat.
+            try validateSeries(try subgroup(section, of: run, file: file), file: file, fileBytes: bytes,
+                               stepsRepeat: section == "eval_guidance")
         }
         if try run.exists("samples") {
             try validateSamples(try subgroup("samples", of: run, file: file), file: file, fileBytes: bytes)
@@ -106,7 +108,7 @@ enum ResultsSchema {
     // MARK: Series and samples
 
     /// train/ or eval/: 1-D series on one `step` axis.
-    private static func validateSeries(_ group: HDF5Group, file: String, fileBytes: Int) throws {
+    private static func validateSeries(_ group: HDF5Group, file: String, fileBytes: Int, stepsRepeat: Bool = false) throws {
         let names = try group.childNames
         guard !names.isEmpty else { return }
         guard names.contains("step") else {
@@ -119,8 +121,8 @@ enum ResultsSchema {
         }
         let length = try step.shape[0]
         let steps = try step.read(as: Int64.self)
-        for i in steps.indices where steps[i] <= 0 || (i > 0 && steps[i] <= steps[i - 1]) {
-            throw ResultsSchemaError(file: file, object: step.path, expected: "positive, strictly increasing steps",
+        for i in steps.indices where steps[i] <= 0 || (i > 0 && (stepsRepeat ? steps[i] < steps[i - 1] : steps[i] <= steps[i - 1])) {
+            throw ResultsSchemaError(file: file, object: step.path, expected: stepsRepeat ? "positive, non-decreasing steps" : "positive, strictly increasing steps",
                                      found: "\(steps[i]) at row \(i)" + (i > 0 ? " after \(steps[i - 1])" : ""), advice: damaged)
         }
         for name in names where name != "step" {

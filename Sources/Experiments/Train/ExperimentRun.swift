@@ -43,6 +43,10 @@ enum ExperimentRun {
         var checkpoint: Checkpoint? = nil
         var changes: [ConfigChange] = []
         if resume && hasCheckpoint {
+            // A damaged file's shapes must not size an allocation: bound every dataset by the file first.
+            let file = try HDF5File.open(paths.checkpoint)
+            _ = try ResultsSchema.requireDatasetsFitInFile(file)
+            try file.close()
             let saved = try Checkpoint.read(from: paths.checkpoint)
             guard let savedYAML = saved.metadata["config"] else {
                 throw RunFailure(description: "--resume: \(paths.checkpoint) carries no config: it was not written by fusion train; train the run again with --overwrite")
@@ -105,6 +109,13 @@ enum ExperimentRun {
             // The log as it was at the checkpoint, whatever a kill did to log.h5 since (older checkpoints
             // carry no copy: then log.h5 is reopened and cut back to the checkpoint's step).
             _ = try RunLog.restore(paths.log, fromCheckpoint: paths.checkpoint)
+            do {
+                let existing = try ResultsSchema.open(paths.log)  // every run's series and samples checked
+                _ = try existing.root.group("runs/\(config.name)")
+                try existing.close()
+            } catch {
+                throw RunFailure(description: "--resume: the log \(paths.log) cannot be continued: \(error)")
+            }
             log = try RunLog(resuming: paths.log, runName: config.name, atStep: startStep)
             if !changes.isEmpty {
                 try log.recordConfigChanges(atStep: startStep, changes, config: yaml)
