@@ -63,6 +63,13 @@ final class FairEvaluationTests: XCTestCase {
         XCTAssertEqual(try run.dataset("eval/fd_fmnist").read(as: Double.self), [fd[2], fd[5]])
         XCTAssertEqual(try run.dataset("eval/t2i_accuracy").read(as: Double.self), [t2i[2], t2i[5]])
         XCTAssertNotEqual(fd[3], fd[5], "guidance 0 and 2 gave the same images")
+        try log.close()
+        // The report shows the last evaluation's curve and its best scale.
+        let curve = try XCTUnwrap(try GuidanceCurve(run: try HDF5File.open(root + "/run/log.h5").root.group("runs/tiny")))
+        XCTAssertEqual(curve.points.map(\.scale), [0, 1, 2])
+        XCTAssertEqual(curve.best?.fd, fd[3...5].min())
+        let markdown = try Report.write(results: root + "/run/log.h5", to: root + "/report")
+        XCTAssert(markdown.contains("FD and t2i over guidance") && markdown.contains("| tiny | \(String(format: "%.4g", fd[3...5].min()!))"), markdown)
 
         for bad in ["eval.guidance_scales=[-1]", "eval.guidance_scales=[0, 1, 2, 3, 4, 5, 6, 7, 8]"] {
             XCTAssertThrowsError(try ExperimentConfig.load(file: "configs/tiny.yaml", overrides: [bad])) {

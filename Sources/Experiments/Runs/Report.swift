@@ -15,6 +15,7 @@ enum Report {
         let flopsCounted: Double, flops6ND: Double
         let metrics: [String: Double]
         let samplesGrid: String?
+        var guidance: GuidanceCurve? = nil
     }
 
     /// Writes `directory/report.md` and the sample grids; returns the markdown.
@@ -50,7 +51,8 @@ enum Report {
                             parameters: (try? run.int64Attribute("parameter_count")) ?? 0,
                             nonEmbedding: (try? run.int64Attribute("non_embedding_parameter_count")) ?? 0,
                             step: step, flopsCounted: try last("train/flops_counted") ?? 0,
-                            flops6ND: try last("train/flops_6nd") ?? 0, metrics: metrics, samplesGrid: grid))
+                            flops6ND: try last("train/flops_6nd") ?? 0, metrics: metrics, samplesGrid: grid,
+                            guidance: try GuidanceCurve(run: run)))
         }
         let markdown = render(rows, source: path, commit: (try? file.root.stringAttribute("git_commit")) ?? "?")
         try markdown.write(toFile: "\(directory)/report.md", atomically: true, encoding: .utf8)
@@ -71,6 +73,18 @@ enum Report {
                          + metricColumns.map { number(row.metrics[$0]) }.joined(separator: " | ") + " |")
         }
         lines += ["", "fd_fmnist and kid_fmnist are computed on the N images recorded beside them in each log (eval/fd_fmnist_n).", ""]
+        let curves = rows.compactMap { row in row.guidance.map { (row.run, $0) } }
+        if !curves.isEmpty {
+            // Fusion's guidance s in (1 + s)·c − s·u is w = 1 + s in the u + w·(c − u) of the Transfusion and Imagen papers.
+            lines += ["## FD and t2i over guidance (last evaluation; s as in (1 + s)·c − s·u, w = 1 + s)", "",
+                      "| run | best FD (s) | FD / t2i at each s |", "|---|---|---|"]
+            for (run, curve) in curves {
+                let best = curve.best.map { "\(number($0.fd)) (\(number($0.scale)))" } ?? "–"
+                let all = curve.points.map { "s \(number($0.scale)): \(number($0.fd)) / \(number($0.t2i))" }.joined(separator: "; ")
+                lines.append("| \(run) | \(best) | \(all) |")
+            }
+            lines.append("")
+        }
         for row in rows { if let grid = row.samplesGrid { lines += ["## \(row.run)", "", "![\(row.run) samples](\(grid))", ""] } }
         return lines.joined(separator: "\n")
     }

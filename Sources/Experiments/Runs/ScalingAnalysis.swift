@@ -25,7 +25,7 @@ import Fusion
 enum ScalingAnalysis {
     /// The metrics fitted, and whether each is an accuracy (fitted as its error 1 − accuracy).
     static let metrics: [(name: String, isAccuracy: Bool)] = [
-        ("fd_fmnist", false), ("t2i_accuracy", true), ("caption_accuracy", true), ("text_ppl", false),
+        ("fd_fmnist", false), ("fd_fmnist_best_guidance", false), ("t2i_accuracy", true), ("caption_accuracy", true), ("text_ppl", false),
     ]
     static let recipeOrder = ["chameleon", "showo", "transfusion"]
 
@@ -160,6 +160,8 @@ enum ScalingAnalysis {
                 notes.append("\(name): skipped, it has no evaluation (eval/flops_counted)"); continue
             }
             var values: [String: Double] = [:]
+            // fd_fmnist is at the shared guidance scale; fd_fmnist_best_guidance at the run's own best (eval_guidance/).
+            if let best = try GuidanceCurve(run: run)?.best { values["fd_fmnist_best_guidance"] = best.fd }
             for metric in metrics where try run.exists("eval/\(metric.name)") {
                 if let last = try run.dataset("eval/\(metric.name)").read(as: Double.self).last { values[metric.name] = last }
             }
