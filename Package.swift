@@ -24,7 +24,10 @@ let package = Package(
                        providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
-        .target(name: "Fusion", dependencies: ["CBLAS", "CHDF5", "CPNG", "CZlib"],
+        // Open MPI, for data-parallel training under mpirun or srun (initialised only under a launcher).
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev"])]),
+        .target(name: "Fusion", dependencies: ["CBLAS", "CHDF5", "CPNG", "CZlib", "CMPI"],
                 // The machines are x86-64 with AVX2 and FMA (scripts/setup checks): let the eight-lane
                 // SIMD loops compile to single AVX instructions instead of pairs of SSE ones.
                 swiftSettings: [.unsafeFlags(["-target-cpu", "haswell"])]),

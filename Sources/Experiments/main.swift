@@ -63,17 +63,28 @@ struct Reference: ParsableCommand {
 
 // Parsing errors, --help (which parses to a command that throws when run), validation errors and clean
 // exits are ArgumentParser's to print; other errors from running are ours.
+// Under a launcher (mpirun, srun) every rank ends MPI on a normal exit or an agreed interruption; on an
+// error, which may be one rank's alone while the others wait in a collective, the run is aborted.
+let launched = Communicator.launched(environment: ProcessInfo.processInfo.environment)
 do {
     var command = try FusionCommand.parseAsRoot()
     try command.run()
+    if launched { Communicator.world.finalize() }
 } catch {
     if let interrupted = error as? Interrupted {
         // The run saved its work before stopping; say how to continue, and exit as a signal would (130, 143).
-        FileHandle.standardError.write(Data("fusion: \(interrupted)\n".utf8))
+        if !launched || Communicator.world.isRoot { FileHandle.standardError.write(Data("fusion: \(interrupted)\n".utf8)) }
+        if launched { Communicator.world.finalize() }
         exit(interrupted.exitStatus)
     }
     if FusionCommand.exitCode(for: error) != .failure { FusionCommand.exit(withError: error) }
     // Our own errors already say what went wrong and what to do; print them without a stack trace.
-    FileHandle.standardError.write(Data("fusion: \(error)\n".utf8))
-    exit(1)
+    guard launched && Communicator.world.size > 1 else {
+        FileHandle.standardError.write(Data("fusion: \(error)\n".utf8))
+        exit(1)
+    }
+    let world = Communicator.world
+    FileHandle.standardError.write(Data("fusion\(world.isRoot ? "" : " (rank \(world.rank) of \(world.size))"): \(error)\n".utf8))
+    if !world.isRoot { sleep(2) }  // most errors are every rank's: let rank 0's message come first
+    world.abort(status: 1)
 }

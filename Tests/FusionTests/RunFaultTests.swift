@@ -27,7 +27,7 @@ final class RunFaultTests: XCTestCase {
 
     /// What two runs of one config must share, as numbers: every logged series but the wall-clock rate, the
     /// samples, and the checkpoint's step, every tensor and every optimiser state tensor.
-    private func outcome(of directory: String, run: String = "tiny") throws -> [String: [Double]] {
+    static func outcome(of directory: String, run: String = "tiny") throws -> [String: [Double]] {
         var result: [String: [Double]] = [:]
         let log = try HDF5File.open(directory + "/log.h5")
         for section in ["train", "eval", "samples"] {
@@ -52,6 +52,10 @@ final class RunFaultTests: XCTestCase {
         for (name, tensor) in checkpoint.tensors { result["checkpoint/tensors/\(name)"] = tensor.array.map(Double.init) }
         for (name, tensor) in checkpoint.optimizerState { result["checkpoint/optimizer/\(name)"] = tensor.array.map(Double.init) }
         return result
+    }
+
+    private func outcome(of directory: String, run: String = "tiny") throws -> [String: [Double]] {
+        try Self.outcome(of: directory, run: run)
     }
 
     /// Names of the entries that differ between two outcomes (empty when equal bit for bit).

@@ -15,12 +15,51 @@ struct Evaluation {
     /// The metrics of one evaluation: text_ppl, the image metrics at eval.guidance_scale, caption_accuracy.
     /// The image metrics at every scale of eval.guidance_scales are appended to `log` under
     /// eval_guidance/ (one row per scale, ascending, sharing the evaluation's step).
-    func run(step: Int, log: RunLog, samplesPath: String) throws -> [(String, Double)] {
-        var values: [(String, Double)] = [("text_ppl", textPerplexity())]
-        let n = min(config.eval.images, data.test.count)
-        let labels = Array(data.test.labels.prefix(n))
-        let reference = try self.metrics.outputs(data.test.images.narrow(axis: 0, start: 0, length: n))
-        for scale in config.eval.allGuidanceScales {
+    ///
+    /// In a data-parallel run the parts (the perplexity, each guidance scale's images, the captions) are
+    /// shared out over the ranks and gathered on rank 0, which alone writes (`log` is nil elsewhere) and
+    /// returns the metrics. Each part draws from its own stream, so every rank computes a part exactly
+    /// as one process would.
+    func run(step: Int, log: RunLog?, samplesPath: String, communicator: Communicator = .world) throws -> [(String, Double)] {
+        let parts = EvaluationPart.all(config.eval)
+        let owners = EvaluationPart.owners(of: parts, ranks: communicator.size)
+        var mine: [Int: EvaluationPart.Result] = [:]
+        for index in parts.indices where owners[index] == communicator.rank { mine[index] = try compute(parts[index]) }
+        let results: [Int: EvaluationPart.Result]
+        if communicator.size == 1 {
+            results = mine
+        } else {
+            let gathered = communicator.gatherToRoot(try EvaluationPart.encode(mine))
+            guard communicator.isRoot else { return [] }
+            results = try gathered.reduce(into: [:]) { all, bytes in all.merge(try EvaluationPart.decode(bytes)) { a, _ in a } }
+        }
+        guard let log else { return [] }
+        var values: [(String, Double)] = []
+        for (index, part) in parts.enumerated() {
+            guard let result = results[index] else { throw RunFailure(description: "evaluation: no rank returned the part \(part)") }
+            switch part {
+            case .textPerplexity, .captions: values += result.values
+            case .images(let scale):
+                try log.append("eval_guidance", step: step, [("guidance_scale", Double(scale))] + result.values)
+                guard scale == config.eval.guidanceScale, let samples = result.samples else { continue }
+                values += result.values
+                let labels = Array(data.test.labels.prefix(samples.shape[0]))
+                try PNG.writeGrid(samples, columns: 10, to: samplesPath, overwrite: true)
+                try log.appendSamples(step: step, images: samples, labels: labels)
+            }
+        }
+        return values  // text_ppl, the image metrics at eval.guidance_scale, caption_accuracy: the parts' order
+    }
+
+    /// One part of the evaluation: its metrics, and for the images at eval.guidance_scale the samples shown.
+    func compute(_ part: EvaluationPart) throws -> EvaluationPart.Result {
+        switch part {
+        case .textPerplexity: return EvaluationPart.Result(values: [("text_ppl", textPerplexity())])
+        case .captions: return EvaluationPart.Result(values: [("caption_accuracy", try captionAccuracy())])
+        case .images(let scale):
+            let n = min(config.eval.images, data.test.count)
+            let labels = Array(data.test.labels.prefix(n))
+            let reference = try self.metrics.outputs(data.test.images.narrow(axis: 0, start: 0, length: n))
             let images = try generateImages(count: n, guidanceScale: scale)
             let generated = try self.metrics.outputs(images)
             var row = try self.metrics.fdFMNIST(generated: generated, real: reference).logRow
@@ -29,15 +68,9 @@ struct Evaluation {
             row += try self.metrics.kidFMNIST(generated: generated, real: reference,
                                               kid: KernelInceptionDistance(subsetSize: min(n / 2, 1000), subsetCount: 100, seed: config.seed)).logRow
             row += try self.metrics.t2iAccuracy(images: images, promptedLabels: labels).logRow
-            try log.append("eval_guidance", step: step, [("guidance_scale", Double(scale))] + row)
-            guard scale == config.eval.guidanceScale else { continue }
-            values += row
-            let shown = min(n, 20)
-            try PNG.writeGrid(images.narrow(axis: 0, start: 0, length: shown), columns: 10, to: samplesPath, overwrite: true)
-            try log.appendSamples(step: step, images: images.narrow(axis: 0, start: 0, length: shown), labels: Array(labels.prefix(shown)))
+            let shown = scale == config.eval.guidanceScale ? images.narrow(axis: 0, start: 0, length: min(n, 20)) : nil
+            return EvaluationPart.Result(values: row, samples: shown)
         }
-        values.append(("caption_accuracy", try captionAccuracy()))
-        return values
     }
 
     /// Perplexity of the held-out plays: exp of the mean next-token cross-entropy over the first

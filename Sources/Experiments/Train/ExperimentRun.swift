@@ -2,6 +2,12 @@
 // log appended as it goes and flushed at every evaluation, checkpoints, and `--resume`, which continues
 // a killed run to the same numbers as one never interrupted (the data and the recipe's randomness are
 // functions of (seed, step); parameters, optimiser state and step come from the checkpoint).
+//
+// Under mpirun (or srun) with K ranks the run is data-parallel: every rank builds the same model and
+// the same step's batch, computes the loss of its B/K rows (weighted by the whole batch's normalisers),
+// and the gradients are summed over the ranks before the one optimiser step every rank takes alike.
+// Rank 0 alone holds the directory's lock and writes the log, the checkpoints and the samples, so the
+// files are those of one process whatever K, and a run resumes with any K that divides the batch.
 import Foundation
 import Fusion
 
@@ -27,15 +33,24 @@ enum ExperimentRun {
     static func run(_ config: ExperimentConfig, yaml: String, directory: String, overwrite: Bool, resume: Bool,
                     allowChanges: [String] = [], command: [String]? = nil, stopAfterStep: Int? = nil) throws -> [(String, Double)] {
         try config.validate()
+        let world = Communicator.world
+        guard config.train.batchSize % world.size == 0 else {
+            throw RunFailure(description: "train.batch_size \(config.train.batchSize) is the global batch, split by rows over the \(world.size) ranks, "
+                             + "and \(world.size) does not divide it: start \(divisors(of: config.train.batchSize).map { "-np \($0)" }.joined(separator: ", ")) "
+                             + "instead, or set train.batch_size to a multiple of \(world.size)")
+        }
         let paths = Paths(directory: directory)
         let fm = FileManager.default
         let resumeCommand = ResumeCommand(command ?? ["fusion", "train", "CONFIG", "[overrides]", "--out", directory])
-        try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let lock = try RunDirectoryLock(directory)
-        defer { lock.release() }
+        var lock: RunDirectoryLock? = nil
+        if world.isRoot {
+            try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            lock = try RunDirectoryLock(directory)
+        }
+        defer { lock?.release() }
 
         let hasCheckpoint = fm.fileExists(atPath: paths.checkpoint)
-        if !overwrite && !resume {
+        if !overwrite && !resume && world.isRoot {
             for path in [paths.log, paths.checkpoint] where fm.fileExists(atPath: path) {
                 throw RunFailure(description: "\(path) exists already: pass --resume to continue that run, --overwrite to replace it, or choose another directory")
             }
@@ -64,12 +79,12 @@ enum ExperimentRun {
                              + "train it again with --overwrite, or choose another directory")
         }
         // Temporary files of a process killed mid-write; ours to remove, as we hold the directory's lock.
-        for stale in Checkpoint.abandonedPartialFiles(of: paths.checkpoint) + [paths.log + ".partial"] where fm.fileExists(atPath: stale) {
+        for stale in Checkpoint.abandonedPartialFiles(of: paths.checkpoint) + [paths.log + ".partial"] where world.isRoot && fm.fileExists(atPath: stale) {
             try fm.removeItem(atPath: stale)
             print("fusion train: removed \(stale), left by a process killed while writing it")
         }
 
-        let progress = Progress(total: config.train.steps)
+        let progress = Progress(total: config.train.steps, speaks: world.isRoot)
         progress.say("fusion train: resolved config\n\(yaml)")
         if resume && checkpoint == nil && fm.fileExists(atPath: paths.log) {
             progress.say("fusion train: --resume: no checkpoint in \(directory) yet (the run stopped before its first, at step "
@@ -95,17 +110,24 @@ enum ExperimentRun {
         let lossGenerator = root.split(key: "objective")
         let nonEmbedding = model.config.model.nonEmbeddingParameterCount
         let tokensPerStep = config.train.batchSize * model.config.model.contextLength
+        let rows = world.share(of: config.train.batchSize)
+        var gradients = GradientAllreduce(communicator: world)
 
         var startStep = 0
         var countedFlops: Int64 = 0
         var window = LossWindow()
-        let log: RunLog
+        let log: RunLog?
         if let checkpoint {
             try checkpoint.restore(into: model.parametersByName())
             try optimizer.load(state: checkpoint.optimizerState, stepCount: checkpoint.step)
             startStep = checkpoint.step
             countedFlops = Int64(checkpoint.metadata["counted_flops"] ?? "0") ?? 0
             window = try LossWindow(serialized: checkpoint.metadata["loss_window"] ?? "", checkpoint: paths.checkpoint)
+            progress.say("fusion train: resumed at step \(startStep) from \(paths.checkpoint)")
+        }
+        if !world.isRoot {
+            log = nil
+        } else if checkpoint != nil {
             // The log as it was at the checkpoint, whatever a kill did to log.h5 since (older checkpoints
             // carry no copy: then log.h5 is reopened and cut back to the checkpoint's step).
             _ = try RunLog.restore(paths.log, fromCheckpoint: paths.checkpoint)
@@ -116,28 +138,33 @@ enum ExperimentRun {
             } catch {
                 throw RunFailure(description: "--resume: the log \(paths.log) cannot be continued: \(error)")
             }
-            log = try RunLog(resuming: paths.log, runName: config.name, atStep: startStep)
+            let resumed = try RunLog(resuming: paths.log, runName: config.name, atStep: startStep)
+            log = resumed
             if !changes.isEmpty {
-                try log.recordConfigChanges(atStep: startStep, changes, config: yaml)
+                try resumed.recordConfigChanges(atStep: startStep, changes, config: yaml)
                 progress.say("fusion train: config changed at step \(startStep) (recorded in the log's config_history): "
                              + changes.map { "\($0.key) \($0.old) → \($0.new)" }.joined(separator: ", "))
             }
-            progress.say("fusion train: resumed at step \(startStep) from \(paths.checkpoint)")
         } else {
-            log = try RunLog(path: paths.log, runName: config.name, config: yaml, seed: config.seed, recipe: model.config.recipe,
+            let fresh = try RunLog(path: paths.log, runName: config.name, config: yaml, seed: config.seed, recipe: model.config.recipe,
                              attributes: ["parameter_count": Int64(model.parameterCount),
                                           "non_embedding_parameter_count": Int64(nonEmbedding),
                                           "tokens_per_step": Int64(tokensPerStep)],
                              strings: ["autoencoder": data.autoencoderPath, "autoencoder_sha256": data.autoencoderSHA256],
                              overwrite: overwrite || resume)
-            try reference.record(in: log.run)
+            try reference.record(in: fresh.run)
+            log = fresh
         }
         progress.say("fusion train: \(model.config.recipe), \(model.parameterCount) parameters (\(nonEmbedding) non-embedding), "
-                     + "\(config.train.steps) steps of \(config.train.batchSize)×\(model.config.model.contextLength) positions")
+                     + "\(config.train.steps) steps of \(config.train.batchSize)×\(model.config.model.contextLength) positions"
+                     + (world.size > 1 ? ", data-parallel over \(world.size) ranks of \(rows.count) rows and \(Parallel.threadCount) threads each" : ""))
+        // Every rank has read the checkpoint before rank 0 may write the next one.
+        _ = world.sum([0])
 
         var lastCheckpointStep = startStep
         /// Parameters, optimiser state, the loss window and the log of step `done`, with the tokenizer, in one file.
         func writeCheckpoint(step done: Int) throws {
+            guard let log else { lastCheckpointStep = done; return }  // rank 0 writes it
             if let name = nonFiniteParameterNames(parameters).first {
                 throw RunFailure(description: "step \(done): parameter \(name) is not finite; the checkpoint of step \(lastCheckpointStep) is kept. "
                                  + divergenceAdvice(config, resumeCommand, checkpointStep: lastCheckpointStep))
@@ -160,10 +187,10 @@ enum ExperimentRun {
         progress.beginTraining(at: startStep)
         var lastMetrics: [(String, Double)] = []
         for step in startStep..<config.train.steps {
-            if let signal = Interruption.pending {
+            if let signal = agreedInterruption(world) {
                 // `step` steps are done: save them unless the last checkpoint already holds them.
                 if step != lastCheckpointStep { try writeCheckpoint(step: step) }
-                try log.flush()
+                try log?.flush()
                 progress.say("fusion train: interrupted by \(Interruption.name(signal)) at step \(step)"
                              + (lastCheckpointStep == step && step > 0 ? " (checkpoint written)" : ""))
                 throw Interrupted(signal: signal, description: "interrupted at step \(step); resume with: \(resumeCommand.resuming)")
@@ -174,17 +201,19 @@ enum ExperimentRun {
             var g = lossGenerator.stream(step)
             model.zeroGrad()
             FlopCounter.reset()
-            let loss = model.loss(batch, generator: &g)
+            let share = model.loss(batch, rows: rows, generator: &g)
+            let loss = world.size == 1 ? share : share.summed(over: world)
             let value = loss.total.item
             guard value.isFinite else {
-                try log.flush()
+                try log?.flush()
                 throw RunFailure(description: "step \(step): the loss is \(value) (parts \(loss.parts.map { "\($0.name) \($0.value)" }.joined(separator: ", "))). "
                                  + divergenceAdvice(config, resumeCommand, checkpointStep: lastCheckpointStep))
             }
-            loss.total.backward()
+            share.total.backward()
+            gradients.sum(parameters.map(\.tensor))
             let norm = clipGradientNorm(parameters.map(\.tensor), maxNorm: config.train.gradientClip)
             guard norm.isFinite else {
-                try log.flush()
+                try log?.flush()
                 throw RunFailure(description: "step \(step): the gradient norm is \(norm) (non-finite in \(nonFiniteGradientNames(parameters).prefix(5).joined(separator: ", "))). "
                                  + divergenceAdvice(config, resumeCommand, checkpointStep: lastCheckpointStep))
             }
@@ -202,7 +231,7 @@ enum ExperimentRun {
                 var values = window.means()
                 values += [("learning_rate", Double(optimizer.learningRate)), ("tokens_per_second", window.tokensPerSecond),
                            ("flops_counted", Double(countedFlops)), ("flops_6nd", 6 * Double(nonEmbedding) * Double(done * tokensPerStep))]
-                try log.append("train", step: done, values)
+                try log?.append("train", step: done, values)
                 FaultInjection.reach("log.appended")
                 progress.update(step: done, values: values, tokensPerSecond: window.tokensPerSecond)
                 window = LossWindow()
@@ -211,8 +240,8 @@ enum ExperimentRun {
                 let evaluation = Evaluation(model: model, data: data, config: resolved, progress: progress, metrics: ImageMetrics(reference))
                 lastMetrics = try evaluation.run(step: done, log: log, samplesPath: paths.samples(step: done))
                 FaultInjection.reach("eval.done")
-                try log.append("eval", step: done, lastMetrics + [("flops_counted", Double(countedFlops))])
-                try log.flush()
+                try log?.append("eval", step: done, lastMetrics + [("flops_counted", Double(countedFlops))])
+                try log?.flush()
                 progress.say("eval @\(done): " + lastMetrics.map { "\($0.0) \(String(format: "%.4g", $0.1))" }.joined(separator: ", "))
             }
             if done % config.train.checkpointEvery == 0 || done == config.train.steps {
@@ -227,15 +256,31 @@ enum ExperimentRun {
             // Killed after its last checkpoint but before the finished mark: write the checkpoint again, so
             // that one from a build that added the tokenizer after the rename is made whole, then finish.
             try writeCheckpoint(step: startStep)
-            lastMetrics = try log.lastEvaluation()
+            lastMetrics = try log?.lastEvaluation() ?? []
         }
-        try log.flush()
+        try log?.flush()
+        if world.size > 1 && config.train.steps > startStep {
+            progress.say(String(format: "fusion train: gradient allreduce %.2f s, %.1f%% of the %d steps' time on rank 0",
+                                gradients.seconds, 100 * gradients.seconds / max(progress.trainingSeconds, 1e-9), config.train.steps - startStep))
+        }
         progress.finish()
         FaultInjection.reach("finishing")
+        guard world.isRoot else { return lastMetrics }
         let summary = lastMetrics.map { "\($0.0): \($0.1)" }.joined(separator: "\n")
         try summary.write(toFile: paths.finished, atomically: true, encoding: .utf8)
         return lastMetrics
     }
+
+    /// The signal that stops the run, once any rank has caught one: every rank then stops at the same
+    /// step (a rank that stopped alone would leave the others waiting in the next allreduce).
+    private static func agreedInterruption(_ world: Communicator) -> Int32? {
+        guard world.size > 1 else { return Interruption.pending }
+        let signal = world.maximum([Double(Interruption.pending ?? 0)])[0]
+        return signal > 0 ? Int32(signal) : nil
+    }
+
+    /// The rank counts that split `batch` rows evenly, for the message that refuses another.
+    private static func divisors(of batch: Int) -> [Int] { (1...max(batch, 1)).filter { batch % $0 == 0 } }
 
     /// What to do after a divergence, with the command that does it.
     private static func divergenceAdvice(_ config: ExperimentConfig, _ command: ResumeCommand, checkpointStep: Int) -> String {

@@ -97,40 +97,48 @@ extension FusionModel {
         }
     }
 
-    func diffusionLoss(_ batch: PackedBatch, generator: inout RandomGenerator) -> RecipeLoss {
+    /// Transfusion's loss of a packed batch; with `rows`, one rank's share of it. The noise of every
+    /// image of the whole batch is drawn, in order, so that a share's images are noised as the whole
+    /// batch's would be.
+    func diffusionLoss(_ batch: PackedBatch, rows: Range<Int>, generator: inout RandomGenerator) -> RecipeLoss {
         guard let latentPatches else { preconditionFailure("FusionModel: the diffusion objective needs latent patches") }
-        let (b, t, d) = (batch.rows, batch.length, config.model.width)
         let schedule = NoiseSchedule(cosineSteps: config.diffusionSteps)  // ~1000 cosines: cheaper than a cache
+        let allNoised = noiseImages(of: batch, schedule: schedule, generator: &generator)
+        let allTrained = allNoised.filter(\.trained).count
+        let allTargets = diffusionTextTargets(batch)
+        let allTextCount = allTargets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
 
-        let noised = noiseImages(of: batch, schedule: schedule, generator: &generator)
-
-        let (inputs, encoded) = latentInputs(batch, latents: noised.map(\.latents), timesteps: noised.map(\.timestep))
-        let hidden = core.hiddenStates(inputs, positions: batch.positions, masks: masks(for: batch)).reshaped([b * t, d])
+        let local = batch.rows(rows)
+        let noised = batch.imageIndices(inRows: rows).map { allNoised[$0] }
+        let (b, t, d) = (local.rows, local.length, config.model.width)
+        let (inputs, encoded) = latentInputs(local, latents: noised.map(\.latents), timesteps: noised.map(\.timestep))
+        let hidden = core.hiddenStates(inputs, positions: local.positions, masks: masks(for: local)).reshaped([b * t, d])
 
         // LM part: logits only at the rows that have a target.
-        let targets = diffusionTextTargets(batch)
+        let targets = Array(allTargets[batch.flatIndices(ofRows: rows)])
         let textRows = targets.indices.filter { targets[$0] >= 0 }
+        let text = LossShare(count: textRows.count, of: allTextCount)
         let textLoss = textRows.isEmpty ? Tensor(scalar: 0)
             : crossEntropy(core.logits(embedding(hidden, ids: textRows.map { Int32($0) })),
-                           targets: textRows.map { targets[$0] }, zLoss: config.zLoss)
+                           targets: textRows.map { targets[$0] }, zLoss: config.zLoss).scaled(by: text.weight)
 
         // Diffusion part: the core's outputs at the image positions, back in latent space.
         var imageLoss = Tensor(scalar: 0)
         var trainedPatches = 0
+        let trained = noised.map(\.trained)
+        let image = LossShare(count: trained.filter { $0 }.count, of: allTrained)
         if let encoded {
-            let imageHidden = embedding(hidden, ids: imagePositionRows(batch).map { Int32($0) })  // [I·P, D]
+            let imageHidden = embedding(hidden, ids: imagePositionRows(local).map { Int32($0) })  // [I·P, D]
             let prediction = latentPatches.unembed(imageHidden, encoded)  // [I, C, h, w]
             let target = concatenate(noised.map { $0.target.reshaped([1] + $0.target.shape) }, axis: 0)
-            let trained = noised.map(\.trained)
             if trained.allSatisfy({ $0 }) {
-                imageLoss = meanSquaredError(prediction, target)
+                imageLoss = meanSquaredError(prediction, target).scaled(by: image.weight)
             } else if trained.contains(true) {  // leave out images kept clean (a captioning cap of 0)
                 let weights = Tensor(trained.map { $0 ? Float(1) : 0 }, shape: [trained.count, 1, 1, 1])
                 let perImage = prediction.count / trained.count
-                imageLoss = ((prediction - target) * weights).squared().sum()
-                    * (1 / Float(perImage * trained.filter { $0 }.count))
+                imageLoss = ((prediction - target) * weights).squared().sum() * (1 / Float(perImage * allTrained))
             }
-            for (image, isTrained) in zip(batch.images, trained) where isTrained { trainedPatches += image.count }
+            for (image, isTrained) in zip(local.images, trained) where isTrained { trainedPatches += image.count }
         }
         let total = textLoss + imageLoss * config.diffusionWeight
         return RecipeLoss(total: total, parts: [("text_loss", textLoss.item), ("image_loss", imageLoss.item)],

@@ -38,12 +38,16 @@ public final class FusionModel: Module {
     public func masks(for batch: PackedBatch) -> [AttentionMask] { batch.masks(imageAttention: config.imageAttention) }
 
     /// The training loss of a packed batch under this recipe's objective; `generator` draws the
-    /// recipe's randomness (mask ratios, timesteps, noise).
-    public func loss(_ batch: PackedBatch, generator: inout RandomGenerator) -> RecipeLoss {
+    /// recipe's randomness (mask ratios, timesteps, noise). With `rows`, the share of those rows (one
+    /// rank's of a data-parallel step): the forward pass reads them alone, the randomness and every
+    /// normaliser are the whole batch's, so the shares of all ranks sum to the whole batch's loss, its
+    /// parts and its gradient.
+    public func loss(_ batch: PackedBatch, rows: Range<Int>? = nil, generator: inout RandomGenerator) -> RecipeLoss {
+        let rows = rows ?? 0..<batch.rows
         switch config.imageObjective {
-        case .nextToken: return nextTokenLoss(batch)
-        case .maskedTokens: return maskedTokenLoss(batch, generator: &generator)
-        case .diffusion: return diffusionLoss(batch, generator: &generator)
+        case .nextToken: return nextTokenLoss(batch, rows: rows)
+        case .maskedTokens: return maskedTokenLoss(batch, rows: rows, generator: &generator)
+        case .diffusion: return diffusionLoss(batch, rows: rows, generator: &generator)
         }
     }
 }
@@ -52,8 +56,9 @@ public final class FusionModel: Module {
 public struct RecipeLoss {
     /// The scalar to differentiate.
     public let total: Tensor
-    /// Named parts (e.g. "text_loss", "image_loss"), already weighted as they enter `total`? No: raw
-    /// values, each the mean over its own positions.
+    /// Named parts (e.g. "text_loss", "image_loss"), each the mean over its own positions of the batch
+    /// (not weighted as they enter `total`); for a share of the rows, that share's contribution to the
+    /// mean, so that the ranks' parts sum to the whole batch's.
     public let parts: [(name: String, value: Float)]
     /// Positions whose prediction is trained (text targets plus image positions).
     public let trainedPositions: Int
@@ -65,6 +70,43 @@ public struct RecipeLoss {
     }
 
     public func part(_ name: String) -> Float? { parts.first { $0.name == name }?.value }
+
+    /// The whole batch's loss from the ranks' shares of it: the total, each part and the trained
+    /// positions summed over the ranks. Values only: the graph to differentiate stays the share's.
+    public func summed(over communicator: Communicator) -> RecipeLoss {
+        let sums = communicator.sum([Double(total.item)] + parts.map { Double($0.value) } + [Double(trainedPositions)])
+        return RecipeLoss(total: Tensor(scalar: Float(sums[0])), parts: zip(parts, sums.dropFirst()).map { ($0.name, Float($1)) },
+                          trainedPositions: Int(sums[sums.count - 1]))
+    }
+}
+
+/// One share's targets of a loss that is a mean over the whole batch's `total` targets: the mean over
+/// the share's own `count` targets, times `weight` = count ÷ total, is its contribution to the mean
+/// (weight 1 for the whole batch, so that a single process computes exactly the plain mean).
+struct LossShare {
+    var targets: [Int32] = []
+    let count: Int, total: Int
+
+    init(targets: [Int32], of total: Int) {
+        self.targets = targets
+        count = targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
+        self.total = total
+    }
+
+    init(count: Int, of total: Int) {
+        self.count = count
+        self.total = total
+    }
+
+    var weight: Float { count == total ? 1 : Float(count) / Float(total) }
+
+    /// A logged part, the mean over the share's targets, as its contribution to the whole batch's mean.
+    func part(_ mean: Float) -> Float { count == total ? mean : mean * weight }
+}
+
+extension Tensor {
+    /// `self · weight`, and `self` itself for a weight of 1 (no extra operation in the graph or the FLOP count).
+    func scaled(by weight: Float) -> Tensor { weight == 1 ? self : self * weight }
 }
 
 // MARK: Inputs and prompts

@@ -63,16 +63,19 @@ extension FusionModel {
         return MaskedTokenTargets(inputIDs: inputIDs, textTargets: textTargets, imageTargets: imageTargets)
     }
 
-    /// Show-o's loss of a packed batch; `generator` draws the mask ratios and masked positions.
-    func maskedTokenLoss(_ batch: PackedBatch, generator: inout RandomGenerator) -> RecipeLoss {
+    /// Show-o's loss of a packed batch; `generator` draws the mask ratios and masked positions (of the
+    /// whole batch, so that one rank's share, with `rows`, masks its images as the whole batch would).
+    func maskedTokenLoss(_ batch: PackedBatch, rows: Range<Int>, generator: inout RandomGenerator) -> RecipeLoss {
         let targets = maskedTokenTargets(batch, generator: &generator)
-        let logits = tokenLogits(batch, inputIDs: targets.inputIDs)  // [N, V]
-        let textCount = targets.textCount, imageCount = targets.imageCount
-        let textLoss = crossEntropy(logits, targets: targets.textTargets, zLoss: config.zLoss)
-        let imageLoss = crossEntropy(logits, targets: targets.imageTargets, zLoss: config.zLoss)
-        let count = Float(max(textCount + imageCount, 1))
-        let total = textLoss * (Float(textCount) / count) + imageLoss * (config.maskedTokenWeight * Float(imageCount) / count)
-        return RecipeLoss(total: total, parts: [("text_loss", textLoss.item), ("image_loss", imageLoss.item)],
-                          trainedPositions: textCount + imageCount)
+        let share = batch.flatIndices(ofRows: rows)
+        let logits = tokenLogits(batch.rows(rows), inputIDs: Array(targets.inputIDs[share]))  // [N, V]
+        let text = LossShare(targets: Array(targets.textTargets[share]), of: targets.textCount)
+        let image = LossShare(targets: Array(targets.imageTargets[share]), of: targets.imageCount)
+        let textLoss = crossEntropy(logits, targets: text.targets, zLoss: config.zLoss)
+        let imageLoss = crossEntropy(logits, targets: image.targets, zLoss: config.zLoss)
+        let count = Float(max(targets.textCount + targets.imageCount, 1))
+        let total = textLoss * (Float(text.count) / count) + imageLoss * (config.maskedTokenWeight * Float(image.count) / count)
+        return RecipeLoss(total: total, parts: [("text_loss", text.part(textLoss.item)), ("image_loss", image.part(imageLoss.item))],
+                          trainedPositions: text.count + image.count)
     }
 }

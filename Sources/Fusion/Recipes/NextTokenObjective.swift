@@ -12,9 +12,10 @@ extension FusionModel {
         return core.logits(hidden.reshaped([b * t, d]))
     }
 
-    /// Next-token cross-entropy over every position whose successor is in the same document.
-    func nextTokenLoss(_ batch: PackedBatch) -> RecipeLoss {
-        let logits = tokenLogits(batch)
+    /// Next-token cross-entropy over every position whose successor is in the same document; with
+    /// `rows`, one rank's share of it (see `RecipeLoss`).
+    func nextTokenLoss(_ batch: PackedBatch, rows: Range<Int>) -> RecipeLoss {
+        let logits = tokenLogits(batch.rows(rows))
         let targets = batch.nextTokenTargets
         // Split the targets so the log shows text and image loss apart; the sum of the two parts,
         // each weighted by its share of targets, is the mean over all targets.
@@ -23,12 +24,15 @@ extension FusionModel {
         for (i, target) in targets.enumerated() where target >= 0 {
             if vocabulary.isImageCode(target) { textTargets[i] = -1; imageCount += 1 } else { imageTargets[i] = -1; textCount += 1 }
         }
+        let share = batch.flatIndices(ofRows: rows)
+        let text = LossShare(targets: Array(textTargets[share]), of: textCount)
+        let image = LossShare(targets: Array(imageTargets[share]), of: imageCount)
         let count = Float(max(textCount + imageCount, 1))
-        let textLoss = crossEntropy(logits, targets: textTargets, zLoss: config.zLoss)
-        let imageLoss = crossEntropy(logits, targets: imageTargets, zLoss: config.zLoss)
-        let total = textLoss * (Float(textCount) / count) + imageLoss * (Float(imageCount) / count)
-        return RecipeLoss(total: total, parts: [("text_loss", textLoss.item), ("image_loss", imageLoss.item)],
-                          trainedPositions: textCount + imageCount)
+        let textLoss = crossEntropy(logits, targets: text.targets, zLoss: config.zLoss)
+        let imageLoss = crossEntropy(logits, targets: image.targets, zLoss: config.zLoss)
+        let total = textLoss * (Float(text.count) / count) + imageLoss * (Float(image.count) / count)
+        return RecipeLoss(total: total, parts: [("text_loss", text.part(textLoss.item)), ("image_loss", image.part(imageLoss.item))],
+                          trainedPositions: text.count + image.count)
     }
 
     /// The summed next-token cross-entropy of the text targets of `batch`, and their count: the plain

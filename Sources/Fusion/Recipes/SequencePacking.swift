@@ -58,6 +58,29 @@ public struct PackedBatch {
     }
 
     public func isImagePosition(_ index: Int) -> Bool { imageIndex[index] >= 0 }
+
+    /// The flat indices (into `ids` and the other flat arrays) of rows `range`.
+    public func flatIndices(ofRows range: Range<Int>) -> Range<Int> { range.lowerBound * length..<range.upperBound * length }
+
+    /// Rows `range` as a batch of their own, images renumbered from 0: one rank's share of a
+    /// data-parallel step. Documents never cross rows, so nothing is cut.
+    public func rows(_ range: Range<Int>) -> PackedBatch {
+        precondition(range.lowerBound >= 0 && range.upperBound <= rows, "PackedBatch: rows \(range) outside 0..<\(rows)")
+        if range == 0..<rows { return self }
+        let flat = flatIndices(ofRows: range)
+        let kept = imageIndices(inRows: range)
+        let offset = Int32(kept.first ?? 0)
+        return PackedBatch(rows: range.count, length: length, ids: Array(ids[flat]), positions: Array(positions[flat]),
+                           documentIDs: Array(documentIDs[flat]), imageIndex: imageIndex[flat].map { $0 < 0 ? $0 : $0 - offset },
+                           images: kept.map { i in
+                               let image = images[i]
+                               return PackedImage(row: image.row - range.lowerBound, start: image.start, count: image.count,
+                                                  document: image.document, comesFirst: image.comesFirst, content: image.content)
+                           })
+    }
+
+    /// Indices into `images` of the images in rows `range` (contiguous: images are packed in row order).
+    public func imageIndices(inRows range: Range<Int>) -> [Int] { images.indices.filter { range.contains(images[$0].row) } }
 }
 
 /// Attention among one image's positions.

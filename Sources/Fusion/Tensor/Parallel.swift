@@ -7,19 +7,22 @@ import Foundation
 
 public enum Parallel {
     /// Threads for every parallel pass (the caller's included): `FUSION_THREADS` when set, else the cores
-    /// this process may use. `fusion sweep` sets it for runs that share the machine.
+    /// this process may use (÷ the ranks of a data-parallel run on this machine). `fusion sweep` sets it for runs that share the machine.
     nonisolated(unsafe) public static var threadCount = threadCount(environment: ProcessInfo.processInfo.environment,
                                                                      cores: ProcessInfo.processInfo.activeProcessorCount)
 
     /// The environment variable that sets `threadCount`.
     public static let threadsVariable = "FUSION_THREADS"
 
-    /// `FUSION_THREADS` if it is a positive integer, else `cores` (a bad value is reported on stderr, not fatal).
+    /// `FUSION_THREADS` if it is a positive integer, else the cores shared among the ranks of a
+    /// data-parallel run on this machine (all of them without a launcher); a bad value is reported on
+    /// stderr, not fatal.
     static func threadCount(environment: [String: String], cores: Int) -> Int {
-        guard let text = environment[threadsVariable] else { return max(1, cores) }
+        let share = max(1, cores / Communicator.localRanks(environment: environment))
+        guard let text = environment[threadsVariable] else { return share }
         guard let value = Int(text.trimmingCharacters(in: .whitespaces)), value >= 1 else {
-            FileHandle.standardError.write(Data("fusion: \(threadsVariable)=\(text) is not a positive whole number; using \(max(1, cores)) threads (this machine's cores)\n".utf8))
-            return max(1, cores)
+            FileHandle.standardError.write(Data("fusion: \(threadsVariable)=\(text) is not a positive whole number; using \(share) threads (this machine's cores ÷ its ranks)\n".utf8))
+            return share
         }
         return value
     }
