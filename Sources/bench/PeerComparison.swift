@@ -13,10 +13,12 @@ struct PeerMeasurement {
     let bestSecondsPerStep: Double
     /// FLOPs a step counts itself (Fusion only; 0 for the peer).
     let countedFlopsPerStep: Double
+    /// The share of a data-parallel step spent summing gradients over the ranks (0 in one process).
+    var allreduceShare = 0.0
 }
 
-/// Runs a command and parses its `RESULT key=value …` line.
-func runMeasurement(_ executable: String, _ arguments: [String]) -> PeerMeasurement? {
+/// Runs a command and parses its `RESULT key=value …` line; `settings` are added to the environment.
+func runMeasurement(_ executable: String, _ arguments: [String], settings: [String: String] = [:]) -> PeerMeasurement? {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
@@ -25,6 +27,7 @@ func runMeasurement(_ executable: String, _ arguments: [String]) -> PeerMeasurem
     var environment = ProcessInfo.processInfo.environment
     environment["OMP_NUM_THREADS"] = "2"
     environment["OPENBLAS_NUM_THREADS"] = "2"
+    environment.merge(settings) { $1 }
     process.environment = environment
     let pipe = Pipe()
     process.standardOutput = pipe
@@ -48,7 +51,8 @@ func runMeasurement(_ executable: String, _ arguments: [String]) -> PeerMeasurem
         return nil
     }
     return PeerMeasurement(tokensPerSecond: tokens, secondsPerStep: seconds, peakResidentBytes: peak,
-                           bestSecondsPerStep: values["best_seconds_per_step"] ?? 0, countedFlopsPerStep: values["counted_flops"] ?? 0)
+                           bestSecondsPerStep: values["best_seconds_per_step"] ?? 0, countedFlopsPerStep: values["counted_flops"] ?? 0,
+                           allreduceShare: values["allreduce_share"] ?? 0)
 }
 
 func runPeerComparison(ceiling: Double, rounds: Int, steps: Int) {

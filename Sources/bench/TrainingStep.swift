@@ -47,6 +47,9 @@ func peakResidentBytes() -> Int {
     return usage.ru_maxrss * 1024
 }
 
+/// The share of the last measured step's time spent summing gradients over the ranks (0 in one process).
+nonisolated(unsafe) var allreduceShare = 0.0
+
 func measureTrainingStep(_ size: ReferenceSize, steps: Int) -> StepResult {
     let config = size.config
     var generator = RandomGenerator(seed: 0)
@@ -65,18 +68,27 @@ func measureTrainingStep(_ size: ReferenceSize, steps: Int) -> StepResult {
         inputs += tokens[start..<(start + t)]
         targets += tokens[(start + 1)..<(start + t + 1)]
     }
-    let positions = (0..<(b * t)).map { Int32($0 % t) }
-    let masks = Array(repeating: AttentionMask.causal(length: t), count: b)
+    // Under mpirun, data-parallel as `fusion train` is: this rank's rows, the mean over them weighted
+    // by their share of the batch, and the gradients summed over the ranks before the step.
+    let world = Communicator.world
+    let rows = world.share(of: b), share = rows.lowerBound * t..<rows.upperBound * t
+    let (localInputs, localTargets) = (Array(inputs[share]), Array(targets[share]))
+    let positions = (0..<(rows.count * t)).map { Int32($0 % t) }
+    let masks = Array(repeating: AttentionMask.causal(length: t), count: rows.count)
+    var gradients = GradientAllreduce(communicator: world)
+    let parameters = model.parameters
 
     func step() {
         model.zeroGrad()
-        let x = model.embed(inputs).reshaped([b, t, d])
+        let x = model.embed(localInputs).reshaped([rows.count, t, d])
         let hidden = model.hiddenStates(x, positions: positions, masks: masks)
-        let loss = crossEntropy(model.logits(hidden.reshaped([b * t, d])), targets: targets)
-        loss.backward()
+        let loss = crossEntropy(model.logits(hidden.reshaped([rows.count * t, d])), targets: localTargets)
+        (world.size == 1 ? loss : loss * (Float(rows.count) / Float(b))).backward()
+        gradients.sum(parameters)
         optimizer.step()
     }
     let (times, flops) = timeSteps(step, count: steps)
+    allreduceShare = gradients.seconds / max(Double(steps + 3) * times[times.count / 2], 1e-9)
     let estimated = 6 * Double(config.nonEmbeddingParameterCount) * Double(b * t)
     return StepResult(size: size, secondsPerStep: times[times.count / 2], countedFlopsPerStep: flops,
                       estimatedFlopsPerStep: estimated, peakResidentBytes: peakResidentBytes(), bestSecondsPerStep: times[0])

@@ -8,6 +8,7 @@
 //   swift run -c release bench threading       # each product of a step: Fusion's panels vs OpenBLAS's threads
 //   swift run -c release bench peer            # Fusion vs PyTorch, alternating, one process per run
 //                                              # (needs scripts/peers/setup once)
+//   swift run -c release bench dataparallel    # 2 MPI ranks × 1 thread vs 1 process × 2 threads, S, M, L
 //   swift run -c release bench recipe          # each recipe's training step at S, M, L ("recipe showo L"
 //                                              # filters), and image sampling at its defaults ("sample")
 //   … --out runs/bench/bench.h5                # also write every figure to HDF5 (BenchResults.swift)
@@ -27,10 +28,10 @@ var stepSize: String? = nil
 var outputPath: String? = nil
 var arguments = CommandLine.arguments.dropFirst()
 func usage() -> Never {
-    print("usage: bench [--seconds S] [--steps N] [--out FILE.h5] [NAME-FILTER ...] | bench step S|M|L [--steps N] | bench peer [--rounds R] [--steps N] [--out FILE.h5]")
+    print("usage: bench [--seconds S] [--steps N] [--out FILE.h5] [NAME-FILTER ...] | bench step S|M|L [--steps N] | bench peer|dataparallel [--rounds R] [--steps N] [--out FILE.h5]")
     exit(2)
 }
-if arguments.first == "step" || arguments.first == "peer" { mode = arguments.removeFirst() }
+if ["step", "peer", "dataparallel"].contains(arguments.first) { mode = arguments.removeFirst() }
 if mode == "step" {
     guard let name = arguments.popFirst(), ReferenceSize.all.contains(where: { $0.name == name }) else { usage() }
     stepSize = name
@@ -94,8 +95,13 @@ func forwardBackward(_ inputs: [Tensor], _ f: @escaping () -> Tensor) -> () -> V
 // A single training-step size, for the peer comparison: one machine-readable line.
 if mode == "step", let name = stepSize, let size = ReferenceSize.all.first(where: { $0.name == name }) {
     let r = measureTrainingStep(size, steps: stepsPerSize)
-    print("RESULT size=\(name) seconds_per_step=\(r.secondsPerStep) tokens_per_s=\(r.tokensPerSecond) "
-          + "counted_flops=\(r.countedFlopsPerStep) peak_rss_bytes=\(r.peakResidentBytes) best_seconds_per_step=\(r.bestSecondsPerStep)")
+    let world = Communicator.world
+    if world.isRoot {
+        print("RESULT size=\(name) seconds_per_step=\(r.secondsPerStep) tokens_per_s=\(r.tokensPerSecond) "
+              + "counted_flops=\(r.countedFlopsPerStep) peak_rss_bytes=\(r.peakResidentBytes) best_seconds_per_step=\(r.bestSecondsPerStep) "
+              + "ranks=\(world.size) allreduce_share=\(allreduceShare)")
+    }
+    world.finalize()
     exit(0)
 }
 
@@ -128,6 +134,7 @@ func finish() {
 }
 
 if mode == "peer" { runPeerComparison(ceiling: ceiling, rounds: rounds, steps: stepsPerSize); finish(); exit(0) }
+if mode == "dataparallel" { runDataParallelComparison(rounds: rounds, steps: stepsPerSize); finish(); exit(0) }
 
 // MARK: - Kernels
 

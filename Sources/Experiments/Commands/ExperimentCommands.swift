@@ -127,12 +127,37 @@ struct SweepCommand: ParsableCommand {
     @Option(help: "Run only these points (comma-separated names, e.g. xs,s,m).") var points: String?
     @Option(help: "Replace a grid axis's values, KEY=V1,V2 (e.g. seed=0,1); repeatable. Run names stay those of the full sweep.")
     var grid: [String] = []
+    @Flag(help: "Submit the pending runs as one Slurm job array (one task a run, each resuming its run) instead of running them here; with --dry-run, print the sbatch script.")
+    var slurm = false
+    @Flag(help: "Merge every finished run into results.h5 and say which runs are queued, failed or not started; runs nothing.")
+    var merge = false
+    @Option(help: "--slurm: the partition (sbatch --partition).") var partition: String?
+    @Option(help: "--slurm: each task's time limit (sbatch --time, e.g. 2:00:00); the run saves a checkpoint 2 minutes before it.") var time: String?
+    @Option(help: "--slurm: CPUs of each rank (sbatch --cpus-per-task); each rank then takes that many threads.") var cpusPerTask: Int?
+    @Option(help: "--slurm: ranks of each run (sbatch --ntasks); above 1, a run trains data-parallel under mpirun.") var ntasks = 1
+    @Option(help: "--slurm: the account to charge (sbatch --account).") var account: String?
+
+    func validate() throws {
+        if slurm && merge { throw ValidationError("--slurm submits and --merge only merges: give one of them") }
+        let slurmOnly = [("--partition", partition != nil), ("--time", time != nil), ("--cpus-per-task", cpusPerTask != nil),
+                         ("--ntasks", ntasks != 1), ("--account", account != nil)].filter(\.1).map(\.0)
+        if !slurm && !slurmOnly.isEmpty { throw ValidationError("\(slurmOnly.joined(separator: ", ")) apply to --slurm submissions only: add --slurm") }
+        if ntasks < 1 { throw ValidationError("--ntasks must be at least 1") }
+        if let cpusPerTask, cpusPerTask < 1 { throw ValidationError("--cpus-per-task must be at least 1") }
+    }
 
     func run() throws {
         let spec = try SweepSpec.load(sweep).narrowed(points: points.map { $0.split(separator: ",").map(String.init) }, grid: grid)
-        if dryRun { print(Sweep.describe(try Sweep.plan(spec))); return }
+        let directory = out ?? "runs/sweeps/\(spec.name)"
         let executable = Bundle.main.executablePath ?? CommandLine.arguments[0]
-        try Sweep.run(spec, directory: out ?? "runs/sweeps/\(spec.name)", executable: executable)
+        if slurm {
+            let resources = SlurmSweep.Resources(partition: partition, time: time, cpusPerTask: cpusPerTask, ntasks: ntasks, account: account)
+            try SlurmSweep.submit(spec, directory: directory, executable: executable, resources: resources, dryRun: dryRun)
+            return
+        }
+        if merge { _ = try Sweep.plan(spec); try SlurmSweep.merge(spec, directory: directory); return }
+        if dryRun { print(Sweep.describe(try Sweep.plan(spec))); return }
+        try Sweep.run(spec, directory: directory, executable: executable)
     }
 }
 

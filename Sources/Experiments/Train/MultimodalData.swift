@@ -63,11 +63,9 @@ final class MultimodalData {
             for index in stride(from: 0, to: trainSet.count, by: 12) {
                 captions.append(Self.captionText(trainSet, index: index, variant: index))
             }
-            tokenizer = BPETokenizer.train(texts: [text] + captions, vocabularySize: config.tokenizer.vocabularySize)
-            let file = try HDF5File.create(tokenizerPath + ".partial", overwrite: true)
-            try tokenizer.write(to: file.root)
-            try file.close()
-            try FileManager.default.moveItem(atPath: tokenizerPath + ".partial", toPath: tokenizerPath)
+            let trained = BPETokenizer.train(texts: [text] + captions, vocabularySize: config.tokenizer.vocabularySize)
+            try Self.writeCache(tokenizerPath) { try trained.write(to: $0) }
+            tokenizer = trained
             log(String(format: "tokenizer: %d ids trained in %.1f s (cached in %@)", tokenizer.vocabularySize, Date().timeIntervalSince(started), tokenizerPath))
         }
         vocabulary = Vocabulary(textSize: tokenizer.vocabularySize, imageCodes: usesCodes ? autoencoder.codebookSize : 0,
@@ -148,12 +146,29 @@ final class MultimodalData {
         } else {
             stored = concatenate(latentChunks, axis: 0)
         }
-        let file = try HDF5File.create(cachePath + ".partial", overwrite: true)
-        try file.root.createDataset("encoded", tensor: stored)
-        try file.close()
-        try FileManager.default.moveItem(atPath: cachePath + ".partial", toPath: cachePath)
+        try Self.writeCache(cachePath) { try $0.createDataset("encoded", tensor: stored) }
         log(String(format: "autoencoder: %d images encoded in %.1f s (cached in %@)", count, Date().timeIntervalSince(started), cachePath))
         return usesCodes ? ImageSplit(images: images, labels: labels, codes: codes, latents: nil)
             : ImageSplit(images: images, labels: labels, codes: nil, latents: stored)
+    }
+
+    /// Writes a cache file whole or not at all: into this process's own temporary file, then renamed
+    /// over `path` (rename(2) replaces it atomically). Runs side by side (a sweep, a job array) may build
+    /// the same cache at once; each writes the same content, and the last rename wins.
+    static func writeCache(_ path: String, _ body: (HDF5Group) throws -> Void) throws {
+        let partial = path + ".partial-\(ProcessInfo.processInfo.processIdentifier)"
+        do {
+            let file = try HDF5File.create(partial, overwrite: true)
+            try body(file.root)
+            try file.close()
+        } catch {
+            try? FileManager.default.removeItem(atPath: partial)
+            throw error
+        }
+        guard rename(partial, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            try? FileManager.default.removeItem(atPath: partial)
+            throw RunFailure(description: "cannot move the cache file \(partial) to \(path): \(reason); check that the cache directory is writable")
+        }
     }
 }
