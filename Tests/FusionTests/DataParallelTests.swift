@@ -140,16 +140,7 @@ final class DataParallelTests: XCTestCase {
 
     /// `fusion` under `mpirun -np ranks` (as root, more ranks than cores allowed).
     static func runRanks(_ ranks: Int, _ arguments: [String]) throws -> CommandResult {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try mpirun())
-        process.arguments = ["--allow-run-as-root", "--oversubscribe", "-np", "\(ranks)", try FusionBinary.executable().path] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return CommandResult(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+        try runProgram(try mpirun(), ["--allow-run-as-root", "--oversubscribe", "-np", "\(ranks)", try FusionBinary.executable().path] + arguments)
     }
 
     /// Largest relative difference over the logged losses (per value) and the weights (per tensor, in norm).

@@ -38,21 +38,9 @@ enum H5Dump {
 
     /// h5dump's output (stdout and stderr together); throws if it exits with an error.
     static func run(_ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try executable())
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        // Read before waiting: a large dump would otherwise fill the pipe and stall h5dump.
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let output = String(decoding: data, as: UTF8.self)
-        guard process.terminationStatus == 0 else {
-            throw Failed(arguments: arguments, status: process.terminationStatus, output: output)
-        }
-        return output
+        let result = try runProgram(try executable(), arguments)
+        guard result.status == 0 else { throw Failed(arguments: arguments, status: result.status, output: result.output) }
+        return result.output
     }
 
     /// One attribute (`/group/name`, or `/name` on the root), with values printed without indices.

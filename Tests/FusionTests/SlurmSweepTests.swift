@@ -73,17 +73,7 @@ final class SlurmSweepTests: XCTestCase {
     // MARK: A real cluster
 
     func shell(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> CommandResult {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return CommandResult(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+        try runProgram(executable, arguments, environment: environment)
     }
 
     /// Waits until Slurm holds no task of the sweep (at most `limit` seconds).

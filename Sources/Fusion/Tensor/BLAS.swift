@@ -6,8 +6,8 @@
 // training step's products alone runs as fast as with OpenBLAS's own threading (`bench threading`,
 // medians 1.02–1.05× at S, M, L), and the median S step is 20 % shorter, because no OpenBLAS worker
 // waits, wakes or spins between products (results/bench/issue7.md, session 4). The panels split m or n,
-// never k, so every element is the same dot product in the same order however many panels computed it
-// (tested bit for bit).
+// never k, at the register tiles this CPU's kernels need (found by trying, `panelTiles`), so every
+// element is the same dot product in the same order however many panels computed it (tested bit for bit).
 import CBLAS
 import Foundation
 
@@ -25,9 +25,10 @@ public enum BLAS {
                            b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
             return
         }
-        let alongRows = m >= n, extent = alongRows ? m : n
+        let (alongRows, tile) = splitAxis(m: m, n: n)!, extent = alongRows ? m : n
         Parallel.perform(iterations: panels) { panel in
-            let start = panelBoundary(panel, of: panels, extent: extent), end = panelBoundary(panel + 1, of: panels, extent: extent)
+            let start = panelBoundary(panel, of: panels, extent: extent, tile: tile)
+            let end = panelBoundary(panel + 1, of: panels, extent: extent, tile: tile)
             if alongRows {  // rows start..<end of op(A) and C
                 sgemmUncounted(transA: transA, transB: transB, m: end - start, n: n, k: k, alpha: alpha,
                                a: a + (transA ? start : start * lda), lda: lda, b: b, ldb: ldb,
@@ -44,20 +45,76 @@ public enum BLAS {
     /// costs about what the second core saves. It also keeps every panel of a split product on the
     /// kernel the whole product uses: OpenBLAS 0.3.21 computes products of at most 10⁶ multiply-adds with
     /// separate small-matrix kernels that round differently. A panel is at least 64 rows or columns wide
-    /// before its edges are rounded to 16, so it keeps at least 3/4 of this: 1.05 × 10⁶.
+    /// before its edges are rounded to its tile, so it keeps at least 3/4 of this: 1.05 × 10⁶.
     static let panelMultiplyAdds = 1_400_000
 
     /// How many panels `sgemm` splits an m×n×k product into: at most one per thread, each at least 64
-    /// rows or columns wide and `panelMultiplyAdds` large.
+    /// rows or columns wide and `panelMultiplyAdds` large; 1 where no split keeps the one-call result.
     static func panelCount(m: Int, n: Int, k: Int) -> Int {
-        guard Parallel.threadCount > 1 else { return 1 }
-        return max(1, min(Parallel.threadCount, max(m, n) / 64, m * n * k / panelMultiplyAdds))
+        guard Parallel.threadCount > 1, let (alongRows, _) = splitAxis(m: m, n: n) else { return 1 }
+        return max(1, min(Parallel.threadCount, (alongRows ? m : n) / 64, m * n * k / panelMultiplyAdds))
     }
 
-    /// Where panel `index` of `panels` starts along an extent: an even split rounded to multiples of 16
-    /// (OpenBLAS's register tiles), so no panel but the last computes a ragged edge tile.
-    static func panelBoundary(_ index: Int, of panels: Int, extent: Int) -> Int {
-        index == panels ? extent : min(extent, (extent * index / panels + 8) / 16 * 16)
+    /// Which extent a product is split along, and the tile its panel edges are multiples of: the longer
+    /// one where this machine's kernels allow it (see `panelTiles`), else the other; nil when neither.
+    static func splitAxis(m: Int, n: Int) -> (alongRows: Bool, tile: Int)? {
+        let rows = panelTiles.rows.map { (true, $0) }, columns = panelTiles.columns.map { (false, $0) }
+        let order = m >= n ? [rows, columns] : [columns, rows]
+        return order.compactMap { $0 }.first { 2 * max(64, $0.1) <= ($0.0 ? m : n) }
+    }
+
+    /// The kernel family OpenBLAS picked for this CPU ("Zen", "SkylakeX", …).
+    public static var coreName: String { String(cString: openblas_get_corename()) }
+
+    /// The register tiles whose multiples a panel's edges must be for every element to come out bit
+    /// for bit as one call computes it, along rows and along columns of C (nil: no split does). They
+    /// depend on the kernels OpenBLAS picked for this CPU — 16 both ways for its SkylakeX kernels, while
+    /// its Zen (Haswell) kernels keep rows at multiples of 48 and no column split — so they are found
+    /// once, by trying: each candidate splits probe products in three and must reproduce them exactly.
+    static let panelTiles: (rows: Int?, columns: Int?) = {
+        _ = openBLASOnCallingThread
+        func reproduces(alongRows: Bool, tile: Int) -> Bool {
+            // Shapes like a training step's: many rows and few columns (or the transpose), ragged edges.
+            for (long, short, k) in [(2_400, 70, 40), (1_517, 300, 21)] {
+                let (m, n) = alongRows ? (long, short) : (short, long)
+                let a = (0..<(m * k)).map { Float(sin(Double($0) * 0.37)) }, b = (0..<(k * n)).map { Float(cos(Double($0) * 0.23)) }
+                for (transA, transB) in [(false, false), (false, true), (true, false), (true, true)] {
+                    var whole = [Float](repeating: 0, count: m * n), split = whole
+                    let (lda, ldb) = (transA ? m : k, transB ? k : n)
+                    sgemmUncounted(transA: transA, transB: transB, m: m, n: n, k: k, alpha: 0.5, a: a, lda: lda, b: b, ldb: ldb,
+                                   beta: 0, c: &whole, ldc: n)
+                    split.withUnsafeMutableBufferPointer { c in
+                        for panel in 0..<3 {
+                            let start = panelBoundary(panel, of: 3, extent: long, tile: tile)
+                            let end = panelBoundary(panel + 1, of: 3, extent: long, tile: tile)
+                            a.withUnsafeBufferPointer { a in
+                                b.withUnsafeBufferPointer { b in
+                                    if alongRows {
+                                        sgemmUncounted(transA: transA, transB: transB, m: end - start, n: n, k: k, alpha: 0.5,
+                                                       a: a.baseAddress! + (transA ? start : start * lda), lda: lda, b: b.baseAddress!, ldb: ldb,
+                                                       beta: 0, c: c.baseAddress! + start * n, ldc: n)
+                                    } else {
+                                        sgemmUncounted(transA: transA, transB: transB, m: m, n: end - start, k: k, alpha: 0.5,
+                                                       a: a.baseAddress!, lda: lda, b: b.baseAddress! + (transB ? start * ldb : start), ldb: ldb,
+                                                       beta: 0, c: c.baseAddress! + start, ldc: n)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    if !zip(whole, split).allSatisfy({ $0.bitPattern == $1.bitPattern }) { return false }
+                }
+            }
+            return true
+        }
+        let candidates = [16, 48, 96]
+        return (candidates.first { reproduces(alongRows: true, tile: $0) }, candidates.first { reproduces(alongRows: false, tile: $0) })
+    }()
+
+    /// Where panel `index` of `panels` starts along an extent: an even split rounded to multiples of
+    /// `tile` (OpenBLAS's register tiles), so no panel but the last computes a ragged edge tile.
+    static func panelBoundary(_ index: Int, of panels: Int, extent: Int, tile: Int) -> Int {
+        index == panels ? extent : min(extent, (extent * index / panels + tile / 2) / tile * tile)
     }
 
     /// sgemm on the calling thread, without touching `FlopCounter` (which is not thread-safe): for

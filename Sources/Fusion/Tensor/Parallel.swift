@@ -7,7 +7,8 @@ import Foundation
 
 public enum Parallel {
     /// Threads for every parallel pass (the caller's included): `FUSION_THREADS` when set, else the cores
-    /// this process may use (÷ the ranks of a data-parallel run on this machine). `fusion sweep` sets it for runs that share the machine.
+    /// this process may use (÷ the ranks of a data-parallel run on this machine). `fusion sweep` sets
+    /// it for runs that share the machine.
     nonisolated(unsafe) public static var threadCount = threadCount(environment: ProcessInfo.processInfo.environment,
                                                                      cores: ProcessInfo.processInfo.activeProcessorCount)
 
