@@ -19,26 +19,19 @@ struct PeerMeasurement {
 
 /// Runs a command and parses its `RESULT key=value …` line; `settings` are added to the environment.
 func runMeasurement(_ executable: String, _ arguments: [String], settings: [String: String] = [:]) -> PeerMeasurement? {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
     // Two threads each: PyTorch's through OpenMP (the peer script also sets torch's thread count);
     // Fusion runs OpenBLAS on its own two threads (Parallel.threadCount, the machine's cores).
     var environment = ProcessInfo.processInfo.environment
     environment["OMP_NUM_THREADS"] = "2"
     environment["OPENBLAS_NUM_THREADS"] = "2"
     environment.merge(settings) { $1 }
-    process.environment = environment
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    do { try process.run() } catch {
+    let result: ChildProcess.Result
+    do { result = try ChildProcess.run(executable, arguments, environment: environment, standardError: .inherited) } catch {
         print("bench peer: cannot run \(executable): \(error)")
         return nil
     }
-    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    guard process.terminationStatus == 0, let line = output.split(separator: "\n").last(where: { $0.hasPrefix("RESULT") }) else {
-        print("bench peer: \(executable) \(arguments.joined(separator: " ")) failed (status \(process.terminationStatus)):\n\(output)")
+    guard result.ending.succeeded, let line = result.text.split(separator: "\n").last(where: { $0.hasPrefix("RESULT") }) else {
+        print("bench peer: \(executable) \(arguments.joined(separator: " ")) failed (\(result.ending.description)):\n\(result.text)")
         return nil
     }
     var values: [String: Double] = [:]

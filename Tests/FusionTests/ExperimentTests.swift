@@ -146,14 +146,7 @@ final class ExperimentRunTests: XCTestCase {
         XCTAssertTrue(try run.attributeNames.contains { $0.contains("sha256") })
 
         // The layout, read by an independent reader (h5dump from hdf5-tools).
-        let dump = Process()
-        dump.executableURL = URL(fileURLWithPath: "/usr/bin/h5dump")
-        dump.arguments = ["-H", root + "/run/log.h5"]
-        let pipe = Pipe()
-        dump.standardOutput = pipe
-        try dump.run()
-        let header = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        dump.waitUntilExit()
+        let header = try ChildProcess.run("/usr/bin/h5dump", ["-H", root + "/run/log.h5"], standardError: .inherited).text
         for path in ["GROUP \"runs\"", "GROUP \"tiny\"", "GROUP \"train\"", "GROUP \"eval\"", "GROUP \"samples\"",
                      "DATASET \"loss\"", "DATASET \"fd_fmnist\"", "DATASET \"step12\"", "ATTRIBUTE \"config\"", "ATTRIBUTE \"git_commit\""] {
             XCTAssert(header.contains(path), "h5dump -H shows no \(path)")
@@ -200,13 +193,8 @@ final class ExperimentRunTests: XCTestCase {
 final class SourceRevisionTests: XCTestCase {
     /// HEAD of this test file's checkout, asked of git directly.
     private func headOfThisCheckout() throws -> String {
-        let process = Process(), pipe = Pipe()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["git", "-C", URL(fileURLWithPath: #filePath).deletingLastPathComponent().path, "rev-parse", "HEAD"]
-        process.standardOutput = pipe
-        try process.run()
-        let head = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
+        let head = try ChildProcess.run("/usr/bin/env", ["git", "-C", URL(fileURLWithPath: #filePath).deletingLastPathComponent().path,
+                                                         "rev-parse", "HEAD"], standardError: .inherited).text
         return head.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 

@@ -291,36 +291,23 @@ enum Netpbm {
 enum ExternalTool {
     struct Failure: Error, CustomStringConvertible { let description: String }
 
-    /// The tool's path, searched on PATH and then in /usr/bin and /bin.
-    static func locate(_ name: String) -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
-        let directories = path.split(separator: ":").map(String.init) + ["/usr/bin", "/bin"]
-        return directories.map { $0 + "/" + name }.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }
-
     /// Runs `name arguments`, returning its standard output; fails the test (never skips) when the
     /// tool is missing, and throws when it exits with a non-zero status.
     static func run(_ name: String, _ arguments: [String],
                     file: StaticString = #filePath, line: UInt = #line) throws -> Data {
-        guard let executable = locate(name) else {
+        guard let executable = ChildProcess.locate(name) else {
             let message = "\(name) not found on PATH: install the test tools with scripts/setup (netpbm and gzip)"
             XCTFail(message, file: file, line: line)
             throw Failure(description: message)
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let output = Pipe(), errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        let messages = errors.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw Failure(description: "\(name) \(arguments.joined(separator: " ")) exited with status "
-                          + "\(process.terminationStatus): \(String(decoding: messages, as: UTF8.self))")
+        let messages = NSTemporaryDirectory() + "fusion-png-tool-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: messages) }
+        let result = try ChildProcess.run(executable, arguments, standardError: .file(messages))
+        guard result.ending.succeeded else {
+            throw Failure(description: "\(name) \(arguments.joined(separator: " ")) exited with \(result.ending.description): "
+                          + ((try? String(contentsOfFile: messages, encoding: .utf8)) ?? ""))
         }
+        let data = result.output
         return data
     }
 }

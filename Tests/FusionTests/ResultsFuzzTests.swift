@@ -171,35 +171,26 @@ struct FusionRun {
     /// Runs fusion with FUSION_THREADS=1, stdout and stderr to files in `directory`; gives up after `limit` seconds.
     static func start(_ arguments: [String], in directory: String, limit: TimeInterval = 120) throws -> FusionRun {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let out = directory + "/stdout", err = directory + "/stderr"
-        FileManager.default.createFile(atPath: out, contents: nil)
-        FileManager.default.createFile(atPath: err, contents: nil)
-        let process = Process()
-        process.executableURL = try FusionBinary.executable()
-        process.arguments = arguments
+        let out = directory + "/stdout", err = directory + "/stderr"  // emptied: the child appends
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
+        _ = FileManager.default.createFile(atPath: err, contents: nil)
         var environment = ProcessInfo.processInfo.environment
         environment["FUSION_THREADS"] = "1"
-        process.environment = environment
-        let outHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
-        let errHandle = try FileHandle(forWritingTo: URL(fileURLWithPath: err))
-        process.standardOutput = outHandle
-        process.standardError = errHandle
-        let done = DispatchSemaphore(value: 0)
-        process.terminationHandler = { _ in done.signal() }
-        try process.run()
+        let process = try ChildProcess.start(try FusionBinary.executable().path, arguments, environment: environment,
+                                             standardOutput: .file(out), standardError: .file(err))
         var timedOut = false
-        if done.wait(timeout: .now() + limit) == .timedOut {
+        var ending = process.wait(seconds: limit)
+        if ending == nil {
             timedOut = true
-            process.terminate()
+            process.send(SIGTERM)
             // fusion finishes its step on SIGTERM before it exits; a hung one is then killed outright.
-            if done.wait(timeout: .now() + 10) == .timedOut {
-                kill(process.processIdentifier, SIGKILL)
-                done.wait()
+            ending = process.wait(seconds: 10)
+            if ending == nil {
+                process.send(SIGKILL)
+                ending = process.wait()
             }
         }
-        try outHandle.close()
-        try errHandle.close()
-        return FusionRun(status: process.terminationStatus, killedBySignal: process.terminationReason == .uncaughtSignal,
+        return FusionRun(status: ending!.signal ?? ending!.status, killedBySignal: ending!.signal != nil,
                          timedOut: timedOut, stdout: (try? String(contentsOfFile: out, encoding: .utf8)) ?? "",
                          stderr: (try? String(contentsOfFile: err, encoding: .utf8)) ?? "")
     }
@@ -279,7 +270,7 @@ enum FileMutator {
             bytes[offset] ^= mask
             flipped.append("\(offset)^\(mask)")
         }
-        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
         return "bytes flipped at \(flipped.joined(separator: ", "))"
     }
 

@@ -53,14 +53,7 @@ final class SHA256Tests: XCTestCase {
             try Data((0..<length).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }).write(to: URL(fileURLWithPath: path))
             paths.append(path)
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
-        process.arguments = paths
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
+        let output = try ChildProcess.run("/usr/bin/sha256sum", paths, standardError: .inherited).text
         let expected = output.split(separator: "\n").map { String($0.prefix(64)) }
         XCTAssertEqual(expected.count, paths.count)
         for (path, digest) in zip(paths, expected) {

@@ -205,12 +205,8 @@ struct DataCommand: ParsableCommand {
             guard FileManager.default.fileExists(atPath: "scripts/setup") else {
                 throw RunFailure(description: "scripts/setup not found: run fusion data from the repository root (or pass --verify-only)")
             }
-            let setup = Process()
-            setup.executableURL = URL(fileURLWithPath: "/bin/bash")
-            setup.arguments = ["scripts/setup"]
-            try setup.run()
-            setup.waitUntilExit()
-            guard setup.terminationStatus == 0 else { throw RunFailure(description: "scripts/setup failed (status \(setup.terminationStatus))") }
+            let setup = try ChildProcess.start("/bin/bash", ["scripts/setup"]).wait()
+            guard setup.succeeded else { throw RunFailure(description: "scripts/setup failed (\(setup.description))") }
         }
         let train = try FashionMNIST.load(.train), test = try FashionMNIST.load(.test)
         print("Fashion-MNIST: \(train.count) training and \(test.count) test images of \(train.side)×\(train.side), labels 0–9: ok")

@@ -10,6 +10,7 @@
 //   slurm/array-N.job      the job id sbatch returned
 //   slurm/%A_%a.out        Slurm's own output of each task; a run's output goes to runs/NAME/output.txt
 import Foundation
+import Fusion
 
 enum SlurmSweep {
     /// What sbatch is asked for, beside the array itself (nil: the cluster's default).
@@ -138,7 +139,7 @@ enum SlurmSweep {
     /// Runs of the sweep that Slurm holds (pending or running), from `squeue` and the array files; none
     /// where Slurm is not installed.
     static func queuedRuns(_ spec: SweepSpec, directory: String) throws -> Set<String> {
-        guard let squeue = findExecutable("squeue") else { return [] }
+        guard let squeue = ChildProcess.locate("squeue") else { return [] }
         let result = try command(squeue, ["-h", "-r", "-n", jobName(spec), "-o", "%F %K"])
         guard result.status == 0 else {
             throw RunFailure(description: "squeue failed (status \(result.status)): \(result.output.trimmingCharacters(in: .whitespacesAndNewlines)); "
@@ -180,24 +181,12 @@ enum SlurmSweep {
         return "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
     }
 
-    private static func findExecutable(_ name: String) -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        return path.split(separator: ":").map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }
-
+    /// Runs a Slurm client command, its stdout and stderr together.
     private static func command(_ name: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-        guard let executable = name.hasPrefix("/") ? name : findExecutable(name) else {
+        guard let executable = name.hasPrefix("/") ? name : ChildProcess.locate(name) else {
             throw RunFailure(description: "\(name) is not on PATH: --slurm needs Slurm's client commands (Debian slurm-client or slurm-wlm)")
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        let result = try ChildProcess.run(executable, arguments)
+        return (result.ending.status, result.text)
     }
 }

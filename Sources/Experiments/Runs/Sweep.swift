@@ -243,14 +243,14 @@ enum Sweep {
         // A signal reaches every running run too (each saves a checkpoint and stops); no new run starts.
         Interruption.install()
         defer { Interruption.uninstall() }
-        var running: [(Process, String)] = []
+        var running: [(ChildProcess, String)] = []
         var failures: [String] = [], interrupted: [String] = []
         func reap(waitForOne: Bool) {
             while true {
-                if let index = running.firstIndex(where: { !$0.0.isRunning }) {
+                if let (index, ending) = running.indices.lazy.compactMap({ i in running[i].0.poll().map { (i, $0) } }).first {
                     let (process, name) = running.remove(at: index)
-                    Interruption.stopForwarding(to: process.processIdentifier)
-                    let status = process.terminationStatus
+                    Interruption.stopForwarding(to: process.pid)
+                    let status = ending.status
                     if status == 128 + SIGINT || status == 128 + SIGTERM { interrupted.append(name) } else if status != 0 { failures.append(name) }
                     print("sweep: \(name) " + (status == 0 ? "finished" : interrupted.last == name ? "interrupted (resumes when the sweep runs again)"
                                                                                                  : "failed (status \(status))"))
@@ -265,22 +265,14 @@ enum Sweep {
             while running.count >= spec.parallel { reap(waitForOne: true) }
             if Interruption.pending != nil { break }
             try fm.createDirectory(atPath: run.directory, withIntermediateDirectories: true)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: executable)
             // --resume: a run with a checkpoint continues from it, one killed before its first starts again.
-            process.arguments = ["train", spec.base] + run.overrides + ["name=\(run.name)", "--out", run.directory, "--resume"]
-            process.environment = Self.runEnvironment(ProcessInfo.processInfo.environment, parallel: spec.parallel,
-                                                      cores: ProcessInfo.processInfo.activeProcessorCount)
-            let output = FileHandle(forWritingAtPath: "\(run.directory)/output.txt") ?? {
-                _ = fm.createFile(atPath: "\(run.directory)/output.txt", contents: nil)
-                return FileHandle(forWritingAtPath: "\(run.directory)/output.txt")!
-            }()
-            output.seekToEndOfFile()
-            process.standardOutput = output
-            process.standardError = output
-            try process.run()
-            Interruption.forward(to: process.processIdentifier)
-            if let signal = Interruption.pending { kill(process.processIdentifier, signal) }  // arrived while it started
+            let output = "\(run.directory)/output.txt"
+            let process = try ChildProcess.start(executable, ["train", spec.base] + run.overrides + ["name=\(run.name)", "--out", run.directory, "--resume"],
+                                                 environment: Self.runEnvironment(ProcessInfo.processInfo.environment, parallel: spec.parallel,
+                                                                                  cores: ProcessInfo.processInfo.activeProcessorCount),
+                                                 standardOutput: .file(output), standardError: .file(output))
+            Interruption.forward(to: process.pid)
+            if let signal = Interruption.pending { kill(process.pid, signal) }  // arrived while it started
             print("sweep: started \(run.name)\(run.resume ? " (resuming)" : "") → \(run.directory)/output.txt")
             running.append((process, run.name))
         }

@@ -22,16 +22,8 @@ public enum SourceRevision {
 
     /// git's trimmed standard output, or nil when git is missing or fails.
     private static func git(_ arguments: [String], in directory: String) -> String? {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["git", "-C", directory] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        do { try process.run() } catch { return nil }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { return nil }
-        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let result = try? ChildProcess.run("/usr/bin/env", ["git", "-C", directory] + arguments, standardError: .discarded),
+              result.ending.succeeded else { return nil }
+        return result.text.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }
