@@ -157,7 +157,7 @@ enum ExperimentRun {
         }
         progress.say("fusion train: \(model.config.recipe), \(model.parameterCount) parameters (\(nonEmbedding) non-embedding), "
                      + "\(config.train.steps) steps of \(config.train.batchSize)×\(model.config.model.contextLength) positions"
-                     + (world.size > 1 ? ", data-parallel over \(world.size) ranks of \(rows.count) rows and \(Parallel.threadCount) threads each" : ""))
+                     + (world.size > 1 ? ", data-parallel over \(world.size) ranks of \(rows.count) rows and \(Parallel.threadCount) thread\(Parallel.threadCount == 1 ? "" : "s") each" : ""))
         // Every rank has read the checkpoint before rank 0 may write the next one.
         _ = world.sum([0])
 
