@@ -66,6 +66,8 @@ struct Reference: ParsableCommand {
 // Under a launcher (mpirun, srun) every rank ends MPI on a normal exit or an agreed interruption; on an
 // error, which may be one rank's alone while the others wait in a collective, the run is aborted.
 let launched = Communicator.launched(environment: ProcessInfo.processInfo.environment)
+// Whole lines as they are printed, also to a file or a pipe (where C's stdio would hold them until exit).
+setvbuf(stdout, nil, _IOLBF, 0)
 do {
     var command = try FusionCommand.parseAsRoot()
     try command.run()

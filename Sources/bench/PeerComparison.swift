@@ -1,7 +1,8 @@
-// Fusion against its peer, PyTorch eager on the same CPU (scripts/peers/torch_step.py), at the three
-// reference sizes. Each measurement is its own process (so its peak memory is its own), and the two
-// sides alternate for `rounds` rounds so that a noisy neighbour hurts both alike; the best round of
-// each side is compared.
+// Fusion against its peer, the strongest PyTorch a user would run on the same CPU
+// (scripts/peers/torch_step.py: F.rms_norm, fused QKV, SDPA, fused AdamW), eager and under torch.compile,
+// at the three reference sizes. Each measurement is its own process (so its peak memory is its own),
+// and the three alternate for `rounds` rounds so that a noisy neighbour hurts all alike; a ratio is taken
+// within a round, and the median over rounds is reported.
 import Foundation
 import Fusion
 
@@ -9,8 +10,6 @@ struct PeerMeasurement {
     let tokensPerSecond: Double
     let secondsPerStep: Double
     let peakResidentBytes: Double
-    /// The fastest single step (0 when the peer did not report it).
-    let bestSecondsPerStep: Double
     /// FLOPs a step counts itself (Fusion only; 0 for the peer).
     let countedFlopsPerStep: Double
     /// The share of a data-parallel step spent summing gradients over the ranks (0 in one process).
@@ -44,7 +43,7 @@ func runMeasurement(_ executable: String, _ arguments: [String], settings: [Stri
         return nil
     }
     return PeerMeasurement(tokensPerSecond: tokens, secondsPerStep: seconds, peakResidentBytes: peak,
-                           bestSecondsPerStep: values["best_seconds_per_step"] ?? 0, countedFlopsPerStep: values["counted_flops"] ?? 0,
+                           countedFlopsPerStep: values["counted_flops"] ?? 0,
                            allreduceShare: values["allreduce_share"] ?? 0)
 }
 
@@ -55,29 +54,32 @@ func runPeerComparison(ceiling: Double, rounds: Int, steps: Int) {
         exit(2)
     }
     let me = Bundle.main.executablePath ?? CommandLine.arguments[0]
-    print("size   Fusion tokens/s   PyTorch tokens/s   ratio   (fastest step: ratio)   Fusion MFU   (fastest step)   Fusion MiB   PyTorch MiB   (best of \(rounds) alternating rounds, \(steps) steps each)")
+    func median(_ values: [Double]) -> Double { let sorted = values.sorted(); return sorted.isEmpty ? .nan : sorted[sorted.count / 2] }
+    print("size   Fusion tokens/s   eager tokens/s   compiled tokens/s   ÷ eager   ÷ compiled   Fusion MFU   peak MiB: Fusion / eager / compiled"
+          + "   (medians of \(rounds) alternating rounds, \(steps) steps each; ratios within a round)")
     for size in ReferenceSize.all {
-        var fusion: [PeerMeasurement] = [], torch: [PeerMeasurement] = []
+        // One round: Fusion, PyTorch eager, PyTorch compiled, each its own process, back to back.
+        var rows: [(fusion: PeerMeasurement, eager: PeerMeasurement, compiled: PeerMeasurement)] = []
         for _ in 0..<rounds {
-            if let m = runMeasurement(me, ["step", size.name, "--steps", "\(steps)"]) { fusion.append(m) }
-            if let m = runMeasurement(python, [script, "--size", size.name, "--steps", "\(steps)"]) { torch.append(m) }
+            guard let f = runMeasurement(me, ["step", size.name, "--steps", "\(steps)"]),
+                  let e = runMeasurement(python, [script, "--size", size.name, "--steps", "\(steps)"]),
+                  let c = runMeasurement(python, [script, "--size", size.name, "--steps", "\(steps)", "--compile"]) else { continue }
+            rows.append((f, e, c))
         }
-        guard let f = fusion.max(by: { $0.tokensPerSecond < $1.tokensPerSecond }),
-              let t = torch.max(by: { $0.tokensPerSecond < $1.tokensPerSecond }) else { continue }
-        let fMemory = fusion.map(\.peakResidentBytes).min()! / 1_048_576, tMemory = torch.map(\.peakResidentBytes).min()! / 1_048_576
-        // Also the fastest single step of each side over all rounds: the least disturbed figure when
-        // other processes share the cores (PyTorch's OpenMP threads suffer most from that).
-        let fBest = fusion.map(\.bestSecondsPerStep).filter { $0 > 0 }.min() ?? f.secondsPerStep
-        let tBest = torch.map(\.bestSecondsPerStep).filter { $0 > 0 }.min() ?? t.secondsPerStep
-        // MFU as in bench's training-step table: the FLOPs Fusion's step counts ÷ its median (or fastest) step ÷ this run's ceiling.
-        let mfu = f.countedFlopsPerStep / f.secondsPerStep / 1e9 / ceiling, fastestMFU = f.countedFlopsPerStep / fBest / 1e9 / ceiling
-        print(String(format: "%@   %15.0f   %16.0f   %5.2f×   %19.2f×   %8.1f %%   %12.1f %%   %10.0f   %11.0f", size.name, f.tokensPerSecond,
-                     t.tokensPerSecond, f.tokensPerSecond / t.tokensPerSecond, tBest / fBest, 100 * mfu, 100 * fastestMFU, fMemory, tMemory))
-        record("peer", size.name, numbers: [("fusion_tokens_per_s", f.tokensPerSecond), ("pytorch_tokens_per_s", t.tokensPerSecond),
-                                            ("ratio", f.tokensPerSecond / t.tokensPerSecond), ("ratio_fastest_step", tBest / fBest),
-                                            ("fusion_best_seconds_per_step", fBest), ("pytorch_best_seconds_per_step", tBest),
-                                            ("fusion_mfu", mfu), ("fusion_mfu_fastest_step", fastestMFU),
-                                            ("fusion_peak_rss_bytes", fMemory * 1_048_576), ("pytorch_peak_rss_bytes", tMemory * 1_048_576),
-                                            ("rounds", Double(rounds)), ("steps", Double(steps))])
+        guard !rows.isEmpty else { continue }
+        let fusion = median(rows.map(\.fusion.tokensPerSecond)), eager = median(rows.map(\.eager.tokensPerSecond))
+        let compiled = median(rows.map(\.compiled.tokensPerSecond))
+        let overEager = median(rows.map { $0.fusion.tokensPerSecond / $0.eager.tokensPerSecond })
+        let overCompiled = median(rows.map { $0.fusion.tokensPerSecond / $0.compiled.tokensPerSecond })
+        // MFU as in bench's training-step table: the FLOPs Fusion's step counts ÷ its median step ÷ this run's ceiling.
+        let mfu = median(rows.map { $0.fusion.countedFlopsPerStep / $0.fusion.secondsPerStep / 1e9 / ceiling })
+        let memory = [rows.map(\.fusion), rows.map(\.eager), rows.map(\.compiled)].map { $0.map(\.peakResidentBytes).min()! / 1_048_576 }
+        print(String(format: "%@   %15.0f   %14.0f   %17.0f   %6.2f×   %9.2f×   %8.1f %%   %.0f / %.0f / %.0f", size.name, fusion, eager, compiled,
+                     overEager, overCompiled, 100 * mfu, memory[0], memory[1], memory[2]))
+        record("peer", size.name, numbers: [("fusion_tokens_per_s", fusion), ("eager_tokens_per_s", eager), ("compiled_tokens_per_s", compiled),
+                                            ("ratio_eager", overEager), ("ratio_compiled", overCompiled), ("fusion_mfu", mfu),
+                                            ("fusion_peak_rss_bytes", memory[0] * 1_048_576), ("eager_peak_rss_bytes", memory[1] * 1_048_576),
+                                            ("compiled_peak_rss_bytes", memory[2] * 1_048_576),
+                                            ("rounds", Double(rows.count)), ("steps", Double(steps))])
     }
 }

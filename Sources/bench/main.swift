@@ -19,6 +19,7 @@
 import Foundation
 import Fusion
 
+setvbuf(stdout, nil, _IOLBF, 0)  // each line as it is printed, also to a file or a pipe
 var filters: [String] = []
 var secondsPerKernel = 1.0
 var stepsPerSize = 5

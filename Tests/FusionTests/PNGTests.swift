@@ -57,6 +57,20 @@ final class PNGTests: XCTestCase {
         assertImagesEqual(try PNG.read(file), image)
     }
 
+    func testEncodedBytesAreThePNGFileWriteMakes() throws {
+        for channels in [1, 3] {
+            let image = patternImage(width: 11, height: 4, channels: channels)
+            let file = path("encoded-\(channels).png"), written = path("written-\(channels).png")
+            let bytes = try PNG.encode(image)
+            try bytes.write(to: URL(fileURLWithPath: file))
+            try PNG.write(image, to: written, overwrite: false)
+            XCTAssertEqual(bytes, try Data(contentsOf: URL(fileURLWithPath: written)))
+            let decoded = try Netpbm.decodePNG(file)
+            XCTAssertEqual(decoded.magic, channels == 1 ? "P5" : "P6")
+            assertImagesEqual(decoded.image, image)
+        }
+    }
+
     // MARK: reading, checked on files from pnmtopng
 
     func testReadsPNGsMadeByPnmtopng() throws {

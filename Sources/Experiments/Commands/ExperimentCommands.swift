@@ -163,15 +163,15 @@ struct SweepCommand: ParsableCommand {
 
 struct ReportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "report",
-        abstract: "Write a markdown summary (one row per run, final metrics, FLOPs) and sample grids of a results file.")
+        abstract: "Write a markdown summary (one row per run, final metrics, FLOPs) and sample grids of a results file, and the same as one HTML page with plots and labelled samples.")
     @Argument(help: "A results file: a run's log.h5 or a sweep's results.h5.") var results: String
-    @Option(help: "Directory for report.md and the grids (default: beside the results, report/).") var out: String?
+    @Option(help: "Directory for report.md, report.html and the grids (default: beside the results, report/).") var out: String?
 
     func run() throws {
         let directory = out ?? ((results as NSString).deletingLastPathComponent + "/report")
         let markdown = try Report.write(results: results, to: directory)
         print(markdown)
-        print("\nwritten to \(directory)/report.md")
+        print("\nwritten to \(directory)/report.md and \(directory)/report.html (one page: open it in a browser)")
     }
 }
 

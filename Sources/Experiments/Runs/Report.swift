@@ -1,6 +1,7 @@
 // `fusion report`: a markdown summary of a results file (one run's log or a sweep's merged file): one
 // row per run with its recipe, size, FLOPs and final metrics, and the PNG grid of each run's last
-// samples beside it. Reads only what the log layout of DESIGN.md promises, so it works on any run, and
+// samples beside it; and the same as one page for a browser, with plots (ReportPage). Reads only what
+// the log layout of DESIGN.md promises, so it works on any run, and
 // checks the file against that layout (ResultsSchema) before it reads anything.
 import Foundation
 import Fusion
@@ -24,7 +25,7 @@ enum Report {
         let file = try ResultsSchema.open(path)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let runs = try file.root.group("runs")
-        var rows: [Row] = []
+        var rows: [Row] = [], extras: [ReportPage.RunExtras] = []
         for name in try runs.childNames {
             let run = try runs.group(name)
             func last(_ path: String) throws -> Double? {
@@ -34,19 +35,23 @@ enum Report {
             var metrics: [String: Double] = [:]
             for metric in metricColumns { metrics[metric] = try last("eval/\(metric)") }
             let step = try run.exists("eval/step") ? (try run.dataset("eval/step").read(as: Int64.self).last ?? 0) : 0
-            var grid: String? = nil
+            var grid: String? = nil, samples: (bytes: [UInt8], shape: [Int], labels: [Int32])? = nil
             if try run.exists("samples") {
-                let samples = try run.group("samples")
+                let group = try run.group("samples")
                 // stepN and stepN_labels, N a positive step (checked by ResultsSchema).
-                let steps = try samples.childNames.filter { !$0.hasSuffix("_labels") }.compactMap { Int($0.dropFirst("step".count)) }
+                let steps = try group.childNames.filter { !$0.hasSuffix("_labels") }.compactMap { Int($0.dropFirst("step".count)) }
                 if let latest = steps.max().map({ "step\($0)" }) {
-                    let bytes = try samples.dataset(latest).read(as: UInt8.self)
-                    let shape = try samples.dataset(latest).shape
+                    let bytes = try group.dataset(latest).read(as: UInt8.self)
+                    let shape = try group.dataset(latest).shape
                     let images = Tensor(bytes.map { Float($0) / 255 }, shape: shape)
                     grid = "\(name)-\(latest).png"
                     try PNG.writeGrid(images, columns: 10, to: "\(directory)/\(grid!)", overwrite: true)
+                    samples = (bytes, shape, try group.dataset(latest + "_labels").read(as: Int32.self))
                 }
             }
+            let loss = try run.exists("train/loss") && run.exists("train/step")
+                ? Array(zip(try run.dataset("train/step").read(as: Int64.self), try run.dataset("train/loss").read(as: Double.self))) : []
+            extras.append(ReportPage.RunExtras(loss: loss, samples: samples))
             rows.append(Row(run: name, recipe: (try? run.stringAttribute("recipe")) ?? "?",
                             parameters: (try? run.int64Attribute("parameter_count")) ?? 0,
                             nonEmbedding: (try? run.int64Attribute("non_embedding_parameter_count")) ?? 0,
@@ -54,16 +59,21 @@ enum Report {
                             flops6ND: try last("train/flops_6nd") ?? 0, metrics: metrics, samplesGrid: grid,
                             guidance: try GuidanceCurve(run: run)))
         }
-        let markdown = render(rows, source: path, commit: (try? file.root.stringAttribute("git_commit")) ?? "?")
+        let commit = (try? file.root.stringAttribute("git_commit")) ?? "?"
+        let markdown = render(rows, source: path, commit: commit)
         try markdown.write(toFile: "\(directory)/report.md", atomically: true, encoding: .utf8)
+        try ReportPage.render(rows, extras: extras, source: path, commit: commit)
+            .write(toFile: "\(directory)/report.html", atomically: true, encoding: .utf8)
         return markdown
     }
 
+    /// A metric as the report shows it: 4 significant digits, or scientific notation far from 1; "–" for none.
+    static func number(_ value: Double?) -> String {
+        guard let value else { return "–" }
+        return abs(value) >= 1e4 || (abs(value) < 1e-3 && value != 0) ? String(format: "%.3e", value) : String(format: "%.4g", value)
+    }
+
     static func render(_ rows: [Row], source: String, commit: String) -> String {
-        func number(_ value: Double?) -> String {
-            guard let value else { return "–" }
-            return abs(value) >= 1e4 || (abs(value) < 1e-3 && value != 0) ? String(format: "%.3e", value) : String(format: "%.4g", value)
-        }
         var lines = ["# Fusion report", "", "Results: `\(source)` (git \(commit)), \(rows.count) run(s).", "",
                      "| run | recipe | params (non-emb.) | step | FLOPs counted | FLOPs 6ND | " + metricColumns.joined(separator: " | ") + " |",
                      "|" + Array(repeating: "---", count: 6 + metricColumns.count).joined(separator: "|") + "|"]

@@ -245,6 +245,7 @@ enum Sweep {
         defer { Interruption.uninstall() }
         var running: [(ChildProcess, String)] = []
         var failures: [String] = [], interrupted: [String] = []
+        let progress = SweepProgress(total: pending.count)
         func reap(waitForOne: Bool) {
             while true {
                 if let (index, ending) = running.indices.lazy.compactMap({ i in running[i].0.poll().map { (i, $0) } }).first {
@@ -252,12 +253,14 @@ enum Sweep {
                     Interruption.stopForwarding(to: process.pid)
                     let status = ending.status
                     if status == 128 + SIGINT || status == 128 + SIGTERM { interrupted.append(name) } else if status != 0 { failures.append(name) }
-                    print("sweep: \(name) " + (status == 0 ? "finished" : interrupted.last == name ? "interrupted (resumes when the sweep runs again)"
+                    progress.runEnded()
+                    progress.say("sweep: \(name) " + (status == 0 ? "finished" : interrupted.last == name ? "interrupted (resumes when the sweep runs again)"
                                                                                                  : "failed (status \(status))"))
                     if !waitForOne { continue }
                     return
                 }
                 if !waitForOne || running.isEmpty { return }
+                progress.show(running: running.map { ($0.1, "\(directory)/runs/\($0.1)/output.txt") })
                 Thread.sleep(forTimeInterval: 0.2)
             }
         }
@@ -273,7 +276,7 @@ enum Sweep {
                                                  standardOutput: .file(output), standardError: .file(output))
             Interruption.forward(to: process.pid)
             if let signal = Interruption.pending { kill(process.pid, signal) }  // arrived while it started
-            print("sweep: started \(run.name)\(run.resume ? " (resuming)" : "") → \(run.directory)/output.txt")
+            progress.say("sweep: started \(run.name)\(run.resume ? " (resuming)" : "") → \(run.directory)/output.txt")
             running.append((process, run.name))
         }
         while !running.isEmpty { reap(waitForOne: true) }

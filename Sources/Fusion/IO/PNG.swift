@@ -123,6 +123,30 @@ public enum PNG {
         }
     }
 
+    /// `image` as the bytes of an 8-bit grey or RGB PNG file (for a page that embeds its images).
+    public static func encode(_ image: Image8) throws -> Data {
+        guard image.width * image.channels <= Int(Int32.max), image.height <= Int(Int32.max) else {
+            throw PNGError.tooLarge(path: "(in memory)", width: image.width, height: image.height)
+        }
+        var png = png_image()
+        png.version = png_uint_32(PNG_IMAGE_VERSION)
+        png.width = png_uint_32(image.width)
+        png.height = png_uint_32(image.height)
+        png.format = image.channels == 3 ? formatRGB : formatGray
+        let rowStride = png_int_32(image.width * image.channels)
+        defer { png_image_free(&png) }
+        return try image.pixels.withUnsafeBytes { pixels in
+            var size = png_alloc_size_t(0)  // first the size, then the bytes
+            guard png_image_write_to_memory(&png, nil, &size, 0, pixels.baseAddress, rowStride, nil) != 0 else {
+                throw PNGError.libpng(path: "(in memory)", operation: "write", message: libpngMessage(png))
+            }
+            var data = Data(count: Int(size))
+            let ok = data.withUnsafeMutableBytes { png_image_write_to_memory(&png, $0.baseAddress, &size, 0, pixels.baseAddress, rowStride, nil) }
+            guard ok != 0 else { throw PNGError.libpng(path: "(in memory)", operation: "write", message: libpngMessage(png)) }
+            return data.prefix(Int(size))
+        }
+    }
+
     /// Reads the PNG file at `path` as 8-bit grey (grey files) or RGB (colour and palette files).
     ///
     /// An alpha channel is composited onto black; 16-bit files are reduced to 8 bits by libpng

@@ -5,9 +5,10 @@
 // itself and runs them on our own threads, the ones the element-wise passes use. Measured: each of a
 // training step's products alone runs as fast as with OpenBLAS's own threading (`bench threading`,
 // medians 1.02–1.05× at S, M, L), and the median S step is 20 % shorter, because no OpenBLAS worker
-// waits, wakes or spins between products (results/bench/issue7.md, session 4). The panels split m or n,
-// never k, at the register tiles this CPU's kernels need (found by trying, `panelTiles`), so every
-// element is the same dot product in the same order however many panels computed it (tested bit for bit).
+// waits, wakes or spins between products (measured 2026-11 on another host: results/bench's git history).
+// The panels split m or n, never k, at the register tiles this CPU's kernels need (found by trying,
+// `panelTiles`), so every element is the same dot product in the same order however many panels
+// computed it (tested bit for bit).
 import CBLAS
 import Foundation
 
