@@ -134,6 +134,35 @@ final class SweepTests: XCTestCase {
         try results.close()
     }
 
+    /// `fusion sweep` end to end: three tiny runs, two side by side, each trained as its own process
+    /// and merged; run again, it skips them all; a run that fails is named and the others still merge.
+    func testALocalSweepTrainsEveryRunAndMergesThem() throws {
+        let directory = NSTemporaryDirectory() + "fusion-sweep-local-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let overrides = RunFaultTests.tinyOverrides(recipe: "chameleon", cache: directory + "/cache").map { "\"\($0)\"" }
+        let sweep = try sweepFile("""
+            name: local
+            base: configs/tiny.yaml
+            parallel: 2
+            overrides: [\(overrides.joined(separator: ", "))]
+            points:
+              - {name: a}
+              - {name: b}
+              - {name: bad, overrides: ["data.cache_directory=/dev/null/cache"]}
+            """)
+        let first = try FusionBinary.run(["sweep", sweep, "--out", directory + "/out"])
+        XCTAssertNotEqual(first.status, 0, first.output)
+        XCTAssertTrue(first.output.contains("sweep: local-a finished") && first.output.contains("sweep: local-b finished"), first.output)
+        XCTAssertTrue(first.output.contains("1 run(s) failed: local-bad"), first.output)
+        XCTAssertTrue(first.output.contains("2 finished run(s) merged"), first.output)
+        let results = try HDF5File.open(directory + "/out/results.h5")
+        XCTAssertEqual(try results.root.group("runs").childNames.sorted(), ["local-a", "local-b"])
+        try results.close()
+
+        let again = try FusionBinary.run(["sweep", sweep, "--out", directory + "/out"])
+        XCTAssertTrue(again.output.contains("local-a finished already, skipped") && again.output.contains("1 to do"), again.output)
+    }
+
     func testEveryRunIsResolvedBeforeAnyStarts() throws {
         let spec = try SweepSpec.load(try sweepFile("name: p\nbase: configs/tiny.yaml\npoints:\n  - {name: a}\n  - {name: b, overrides: [recipe.model.widht=64]}\n"))
         let directory = NSTemporaryDirectory() + "fusion-sweep-run-\(UUID().uuidString)"

@@ -248,7 +248,11 @@ enum Sweep {
         let progress = SweepProgress(total: pending.count)
         func reap(waitForOne: Bool) {
             while true {
-                if let (index, ending) = running.indices.lazy.compactMap({ i in running[i].0.poll().map { (i, $0) } }).first {
+                var ended: (index: Int, ending: ChildProcess.Ending)? = nil
+                for index in running.indices {  // poll reaps the child it finds ended: ask each once
+                    if let ending = running[index].0.poll() { ended = (index, ending); break }
+                }
+                if let (index, ending) = ended {
                     let (process, name) = running.remove(at: index)
                     Interruption.stopForwarding(to: process.pid)
                     let status = ending.status
