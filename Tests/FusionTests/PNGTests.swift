@@ -113,6 +113,26 @@ final class PNGTests: XCTestCase {
         }
     }
 
+    func testAScaledGridDrawsEachPixelAsASquare() throws {
+        let images = Tensor((0..<(3 * 2 * 3)).map { Float($0) / 17 }, shape: [3, 1, 2, 3])
+        let plain = try PNG.grid(images, columns: 2, padding: 1)
+        let scaled = try PNG.grid(images, columns: 2, padding: 1, scale: 3)
+        XCTAssertEqual([scaled.width, scaled.height], [1 + 2 * (9 + 1), 1 + 2 * (6 + 1)])
+        for i in 0..<3 {
+            let (column, row) = (i % 2, i / 2)
+            for y in 0..<6 {
+                for x in 0..<9 {
+                    let big = scaled.pixels[(1 + row * 7 + y) * scaled.width + 1 + column * 10 + x]
+                    let small = plain.pixels[(1 + row * 3 + y / 3) * plain.width + 1 + column * 4 + x / 3]
+                    XCTAssertEqual(big, small, "image \(i), pixel (\(x), \(y))")
+                }
+            }
+        }
+        XCTAssertEqual(scaled.pixels[0], 255, "padding stays one pixel of border")
+        XCTAssertThrowsError(try PNG.grid(images, columns: 2, scale: 0))
+        XCTAssertThrowsError(try PNG.grid(images, columns: 2, scale: 65))
+    }
+
     func testGridNoWiderThanItsImagesAndCustomBorder() throws {
         let grid = try PNG.grid(Tensor(repeating: 0.5, shape: [2, 1, 4, 4]), columns: 8, padding: 3, border: 9)
         XCTAssertEqual(grid.width, 2 * 4 + 3 * 3)

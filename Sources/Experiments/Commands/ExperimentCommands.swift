@@ -112,7 +112,7 @@ struct SampleCommand: ParsableCommand {
                                   + "positions, more than the \(context) of this run's context (recipe.model.context_length): "
                                   + "shorten the prompt to at most \(max(0, promptTokens - (error.documentLength - context))) tokens")
         }
-        try PNG.writeGrid(images, columns: min(count, 8), to: out, overwrite: overwrite)
+        try PNG.writeGrid(images, columns: min(count, 8), scale: 3, to: out, overwrite: overwrite)
         print("wrote \(count) image(s) for \"\(prompt)\" to \(out)")
     }
 }

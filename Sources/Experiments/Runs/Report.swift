@@ -45,7 +45,7 @@ enum Report {
                     let shape = try group.dataset(latest).shape
                     let images = Tensor(bytes.map { Float($0) / 255 }, shape: shape)
                     grid = "\(name)-\(latest).png"
-                    try PNG.writeGrid(images, columns: 10, to: "\(directory)/\(grid!)", overwrite: true)
+                    try PNG.writeGrid(images, columns: 10, scale: 3, to: "\(directory)/\(grid!)", overwrite: true)
                     samples = (bytes, shape, try group.dataset(latest + "_labels").read(as: Int32.self))
                 }
             }

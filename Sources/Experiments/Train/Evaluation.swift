@@ -44,7 +44,7 @@ struct Evaluation {
                 guard scale == config.eval.guidanceScale, let samples = result.samples else { continue }
                 values += result.values
                 let labels = Array(data.test.labels.prefix(samples.shape[0]))
-                try PNG.writeGrid(samples, columns: 10, to: samplesPath, overwrite: true)
+                try PNG.writeGrid(samples, columns: 10, scale: 3, to: samplesPath, overwrite: true)
                 try log.appendSamples(step: step, images: samples, labels: labels)
             }
         }

@@ -187,7 +187,8 @@ public enum PNG {
     /// when N < columns), `padding` pixels of `border` around and between them, the last row's empty
     /// slots filled with `border`. Values are clamped to `range` and mapped linearly onto 0...255
     /// (rounded to nearest; NaN becomes 0). Image n sits in grid row n / columns, column n % columns,
-    /// with its top-left pixel at (padding + column·(W + padding), padding + row·(H + padding)).
+    /// with its top-left pixel at (padding + column·(W·scale + padding), padding + row·(H·scale + padding)),
+    /// each of its pixels drawn as a `scale` × `scale` square (so a 28-pixel image can be seen).
     /// To show originals above reconstructions, pass them as consecutive images with `columns` = the
     /// number in each group.
     ///
@@ -196,7 +197,7 @@ public enum PNG {
     /// Throws `PNGError.invalidGrid` for images that are not [N ≥ 1, 1 or 3, H, W] or for impossible
     /// layout arguments: images can come from a file (a run's samples), so their shape is checked here
     /// rather than trusted.
-    public static func grid(_ images: Tensor, columns: Int, padding: Int = 2,
+    public static func grid(_ images: Tensor, columns: Int, padding: Int = 2, scale: Int = 1,
                             range: ClosedRange<Float> = 0...1, border: UInt8 = 255) throws -> Image8 {
         func invalid(_ reason: String) -> PNGError { .invalidGrid(shape: images.shape, reason: reason) }
         guard images.rank == 4 else { throw invalid("expected images [N, C, H, W]; reshape a single image to [1, C, H, W]") }
@@ -206,6 +207,7 @@ public enum PNG {
         guard h >= 0 && w >= 0 else { throw invalid("negative image size") }
         guard columns >= 1 else { throw invalid("columns must be at least 1, not \(columns)") }
         guard padding >= 0 else { throw invalid("padding must be non-negative, not \(padding)") }
+        guard (1...64).contains(scale) else { throw invalid("scale must be 1 to 64, not \(scale)") }
         guard range.lowerBound < range.upperBound && range.lowerBound.isFinite && range.upperBound.isFinite else {
             throw invalid("range \(range) must be finite and non-empty")
         }
@@ -217,25 +219,26 @@ public enum PNG {
             let (total, o3) = cells.addingReportingOverflow(gaps)
             return o1 || o2 || o3 ? nil : total
         }
-        guard let width = span(gridColumns, w), let height = span(gridRows, h),
+        let (scaledWidth, o3) = w.multipliedReportingOverflow(by: scale), (scaledHeight, o4) = h.multipliedReportingOverflow(by: scale)
+        guard !o3, !o4, let width = span(gridColumns, scaledWidth), let height = span(gridRows, scaledHeight),
               case let (pixels, o1) = width.multipliedReportingOverflow(by: height), !o1,
               case let (bytes, o2) = pixels.multipliedReportingOverflow(by: c), !o2, bytes <= Int(Int32.max) else {
             throw invalid("the grid would be too large to hold (over 2 GiB)")
         }
         var out = Image8(width: width, height: height, channels: c, repeating: border)
 
-        let low = range.lowerBound, scale = 255 / (range.upperBound - range.lowerBound)
+        let low = range.lowerBound, byteScale = 255 / (range.upperBound - range.lowerBound)
         let src = images.data  // [N, C, H, W]
         out.pixels.withUnsafeMutableBufferPointer { dst in  // [height, width, C]
             for i in 0..<n {
-                let x0 = padding + (i % columns) * (w + padding)
-                let y0 = padding + (i / columns) * (h + padding)
+                let x0 = padding + (i % columns) * (scaledWidth + padding)
+                let y0 = padding + (i / columns) * (scaledHeight + padding)
                 for ch in 0..<c {
                     let plane = src + (i * c + ch) * h * w  // [H, W]
-                    for y in 0..<h {
-                        let rowStart = ((y0 + y) * width + x0) * c + ch
-                        for x in 0..<w {
-                            dst[rowStart + x * c] = toByte(plane[y * w + x], low: low, scale: scale)
+                    for y in 0..<scaledHeight {
+                        let rowStart = ((y0 + y) * width + x0) * c + ch, sourceRow = plane + (y / scale) * w
+                        for x in 0..<scaledWidth {
+                            dst[rowStart + x * c] = toByte(sourceRow[x / scale], low: low, scale: byteScale)
                         }
                     }
                 }
@@ -245,10 +248,10 @@ public enum PNG {
     }
 
     /// `grid(...)` written to `path` (see `grid` for the layout and `write` for `overwrite`).
-    public static func writeGrid(_ images: Tensor, columns: Int, padding: Int = 2,
+    public static func writeGrid(_ images: Tensor, columns: Int, padding: Int = 2, scale: Int = 1,
                                  range: ClosedRange<Float> = 0...1, border: UInt8 = 255,
                                  to path: String, overwrite: Bool) throws {
-        let image = try grid(images, columns: columns, padding: padding, range: range, border: border)
+        let image = try grid(images, columns: columns, padding: padding, scale: scale, range: range, border: border)
         try write(image, to: path, overwrite: overwrite)
     }
 
