@@ -10,13 +10,6 @@ final class CommandLineTests: XCTestCase {
         return (result.status, result.output)
     }
 
-    private func temporaryDirectory() throws -> String {
-        let path = NSTemporaryDirectory() + "fusion-cli-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
-        return path
-    }
-
     func testMissingDataFileNamesTheFileAndTheSetupCommand() throws {
         let empty = try temporaryDirectory()
         let (status, output) = try fusion(["reference", "train", "--data", empty, "--out", empty + "/run"])

@@ -67,13 +67,6 @@ final class ExperimentConfigTests: XCTestCase {
 }
 
 final class ExperimentRunTests: XCTestCase {
-    func temporaryDirectory() throws -> String {
-        let path = NSTemporaryDirectory() + "fusion-run-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
-        return path
-    }
-
     /// A tiny run: D 32, 2 layers, context 96, 12 steps of 2 sequences, checkpoints every 4 steps.
     func tinyConfig(recipe: String, cache: String) throws -> (ExperimentConfig, String) {
         let config = try ExperimentConfig.load(file: "configs/tiny.yaml", overrides: [

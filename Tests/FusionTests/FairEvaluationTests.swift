@@ -8,13 +8,6 @@ import Foundation
 @testable import Fusion
 
 final class FairEvaluationTests: XCTestCase {
-    private func temporaryDirectory() throws -> String {
-        let path = NSTemporaryDirectory() + "fusion-fair-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
-        return path
-    }
-
     /// Chameleon with z-loss 0.05: the training text loss is CE + z·mean(log² Z); perplexity reads CE alone.
     func testPerplexityIsTheCrossEntropyAloneWhenTheLossHasAZLoss() throws {
         var config = tinyRecipe(.chameleon, initStd: 1)

@@ -36,3 +36,14 @@ func runProgram(_ path: String, _ arguments: [String], environment: [String: Str
     let result = try ChildProcess.run(path, arguments, environment: ProcessInfo.processInfo.environment.merging(environment) { $1 })
     return CommandResult(status: result.ending.signal ?? result.ending.status, output: result.text, signal: result.ending.signal)
 }
+
+extension XCTestCase {
+    /// A new directory under the system's temporary one, removed when the test ends. Its name is kept
+    /// short: the Slurm tests put a cluster's sockets under it.
+    func temporaryDirectory() throws -> String {
+        let path = NSTemporaryDirectory() + "fusion-\(String(describing: type(of: self)))-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        return path
+    }
+}

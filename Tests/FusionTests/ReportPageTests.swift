@@ -7,13 +7,6 @@ import Fusion
 @testable import Experiments
 
 final class ReportPageTests: XCTestCase {
-    func temporaryDirectory() throws -> String {
-        let path = NSTemporaryDirectory() + "fusion-page-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
-        return path
-    }
-
     /// A sweep's results as fusion writes them: a run of each recipe, 3 evaluations, 4 labelled samples each.
     func writeResults(_ path: String) throws {
         for (index, recipe) in ["chameleon", "showo", "transfusion"].enumerated() {

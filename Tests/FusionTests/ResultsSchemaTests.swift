@@ -6,13 +6,6 @@ import Fusion
 @testable import Experiments
 
 final class ResultsSchemaTests: XCTestCase {
-    func temporaryDirectory() throws -> String {
-        let path = NSTemporaryDirectory() + "fusion-schema-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
-        return path
-    }
-
     /// A run's log as fusion train writes it (run "a"): two rows of train and eval, samples at step 5.
     func writeLog(_ path: String) throws {
         let log = try RunLog(path: path, runName: "a", config: "name: a\n", seed: 0, recipe: "chameleon",

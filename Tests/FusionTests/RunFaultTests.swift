@@ -18,13 +18,6 @@ final class RunFaultTests: XCTestCase {
          "train.eval_every=6", "eval.images=8", "eval.captions=4", "eval.text_tokens=512", "eval.maskgit_steps=4", "eval.denoising_steps=4"]
     }
 
-    private func temporaryDirectory() throws -> String {
-        let path = NSTemporaryDirectory() + "fusion-faults-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
-        return path
-    }
-
     /// What two runs of one config must share, as numbers: every logged series but the wall-clock rate, the
     /// samples, and the checkpoint's step, every tensor and every optimiser state tensor.
     static func outcome(of directory: String, run: String = "tiny") throws -> [String: [Double]] {

@@ -8,13 +8,6 @@ import Foundation
 import Fusion
 
 final class SlurmSweepTests: XCTestCase {
-    func temporaryDirectory() throws -> String {
-        let path = NSTemporaryDirectory() + "fusion-slurm-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
-        return path
-    }
-
     /// A 3-run sweep of the fault tests' tiny config (a few seconds a run), one run a seed.
     func tinySweep(in directory: String) throws -> String {
         let overrides = RunFaultTests.tinyOverrides(recipe: "chameleon", cache: directory + "/cache").map { "\"\($0)\"" }

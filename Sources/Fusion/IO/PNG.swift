@@ -89,27 +89,33 @@ public enum PNG {
     private static let formatGray = png_uint_32(0)
     private static let formatRGB = png_uint_32(PNG_FORMAT_FLAG_COLOR)
 
-    /// Writes `image` to `path` as an 8-bit grey or RGB PNG.
-    ///
-    /// Refuses (throws `PNGError.fileExists`) when `path` exists and `overwrite` is false; the check
-    /// and the creation are one step (`fopen` mode "x"), so a file made concurrently is not clobbered.
-    /// A partly written file is removed when libpng fails.
-    public static func write(_ image: Image8, to path: String, overwrite: Bool) throws {
-        // libpng takes 32-bit sizes and a signed 32-bit row stride.
+    /// libpng's description of `image` for writing, and its row stride; libpng takes 32-bit sizes and
+    /// a signed 32-bit row stride, so a larger image is refused.
+    private static func description(of image: Image8, path: String) throws -> (png_image, png_int_32) {
         guard image.width * image.channels <= Int(Int32.max), image.height <= Int(Int32.max) else {
             throw PNGError.tooLarge(path: path, width: image.width, height: image.height)
-        }
-        guard let file = fopen(path, overwrite ? "wb" : "wbx") else {
-            let code = errno
-            if code == EEXIST { throw PNGError.fileExists(path: path) }
-            throw PNGError.cannotCreate(path: path, message: String(cString: strerror(code)))
         }
         var png = png_image()
         png.version = png_uint_32(PNG_IMAGE_VERSION)
         png.width = png_uint_32(image.width)
         png.height = png_uint_32(image.height)
         png.format = image.channels == 3 ? formatRGB : formatGray
-        let rowStride = png_int_32(image.width * image.channels)
+        return (png, png_int_32(image.width * image.channels))
+    }
+
+    /// Writes `image` to `path` as an 8-bit grey or RGB PNG.
+    ///
+    /// Refuses (throws `PNGError.fileExists`) when `path` exists and `overwrite` is false; the check
+    /// and the creation are one step (`fopen` mode "x"), so a file made concurrently is not clobbered.
+    /// A partly written file is removed when libpng fails.
+    public static func write(_ image: Image8, to path: String, overwrite: Bool) throws {
+        let (described, rowStride) = try description(of: image, path: path)
+        var png = described
+        guard let file = fopen(path, overwrite ? "wb" : "wbx") else {
+            let code = errno
+            if code == EEXIST { throw PNGError.fileExists(path: path) }
+            throw PNGError.cannotCreate(path: path, message: String(cString: strerror(code)))
+        }
         let ok = image.pixels.withUnsafeBytes { bytes in
             png_image_write_to_stdio(&png, file, 0, bytes.baseAddress, rowStride, nil)
         }
@@ -125,15 +131,8 @@ public enum PNG {
 
     /// `image` as the bytes of an 8-bit grey or RGB PNG file (for a page that embeds its images).
     public static func encode(_ image: Image8) throws -> Data {
-        guard image.width * image.channels <= Int(Int32.max), image.height <= Int(Int32.max) else {
-            throw PNGError.tooLarge(path: "(in memory)", width: image.width, height: image.height)
-        }
-        var png = png_image()
-        png.version = png_uint_32(PNG_IMAGE_VERSION)
-        png.width = png_uint_32(image.width)
-        png.height = png_uint_32(image.height)
-        png.format = image.channels == 3 ? formatRGB : formatGray
-        let rowStride = png_int_32(image.width * image.channels)
+        let (described, rowStride) = try description(of: image, path: "(in memory)")
+        var png = described
         defer { png_image_free(&png) }
         return try image.pixels.withUnsafeBytes { pixels in
             var size = png_alloc_size_t(0)  // first the size, then the bytes
