@@ -119,7 +119,8 @@ struct SampleCommand: ParsableCommand {
 
 struct SweepCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "sweep",
-        abstract: "Run a grid of configs as separate processes and merge them into one results file (re-running skips finished runs).")
+        abstract: "Run a grid of configs as separate processes and merge them into one results file (re-running skips finished runs).",
+        discussion: "Each run's output goes to runs/NAME/output.txt; the sweep shows runs done, each running run's step and loss, and its ETA (one line rewritten on a terminal, a line every 30 s to a file or pipe).")
     @Argument(help: "The sweep file (YAML: name, base, overrides, points, grid, parallel). With parallel: k, each run gets cores ÷ k threads (FUSION_THREADS) unless FUSION_THREADS is set.") var sweep: String
     @Option(help: "Directory of the sweep (default runs/sweeps/NAME).") var out: String?
     @Flag(help: "Resolve every run's config, print each run's recipe, seed, non-embedding parameters and training tokens, and stop.")
