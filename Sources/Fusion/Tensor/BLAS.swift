@@ -26,19 +26,29 @@ public enum BLAS {
                            b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
             return
         }
-        let (alongRows, tile) = splitAxis(m: m, n: n)!, extent = alongRows ? m : n
+        let (alongRows, tile) = splitAxis(m: m, n: n)!
         Parallel.perform(iterations: panels) { panel in
-            let start = panelBoundary(panel, of: panels, extent: extent, tile: tile)
-            let end = panelBoundary(panel + 1, of: panels, extent: extent, tile: tile)
-            if alongRows {  // rows start..<end of op(A) and C
-                sgemmUncounted(transA: transA, transB: transB, m: end - start, n: n, k: k, alpha: alpha,
-                               a: a + (transA ? start : start * lda), lda: lda, b: b, ldb: ldb,
-                               beta: beta, c: c + start * ldc, ldc: ldc)
-            } else {  // columns start..<end of op(B) and C
-                sgemmUncounted(transA: transA, transB: transB, m: m, n: end - start, k: k, alpha: alpha,
-                               a: a, lda: lda, b: b + (transB ? start * ldb : start), ldb: ldb,
-                               beta: beta, c: c + start, ldc: ldc)
-            }
+            sgemmPanel(panel, of: panels, alongRows: alongRows, tile: tile, transA: transA, transB: transB, m: m, n: n, k: k,
+                       alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+        }
+    }
+
+    /// Panel `panel` of `panels` of the product, on the calling thread: rows start..<end of op(A) and C
+    /// when split along rows, else columns start..<end of op(B) and C, edges on multiples of `tile`.
+    static func sgemmPanel(_ panel: Int, of panels: Int, alongRows: Bool, tile: Int, transA: Bool, transB: Bool,
+                           m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
+                           b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        let extent = alongRows ? m : n
+        let start = panelBoundary(panel, of: panels, extent: extent, tile: tile)
+        let end = panelBoundary(panel + 1, of: panels, extent: extent, tile: tile)
+        if alongRows {
+            sgemmUncounted(transA: transA, transB: transB, m: end - start, n: n, k: k, alpha: alpha,
+                           a: a + (transA ? start : start * lda), lda: lda, b: b, ldb: ldb,
+                           beta: beta, c: c + start * ldc, ldc: ldc)
+        } else {
+            sgemmUncounted(transA: transA, transB: transB, m: m, n: end - start, k: k, alpha: alpha,
+                           a: a, lda: lda, b: b + (transB ? start * ldb : start), ldb: ldb,
+                           beta: beta, c: c + start, ldc: ldc)
         }
     }
 
@@ -86,21 +96,8 @@ public enum BLAS {
                                    beta: 0, c: &whole, ldc: n)
                     split.withUnsafeMutableBufferPointer { c in
                         for panel in 0..<3 {
-                            let start = panelBoundary(panel, of: 3, extent: long, tile: tile)
-                            let end = panelBoundary(panel + 1, of: 3, extent: long, tile: tile)
-                            a.withUnsafeBufferPointer { a in
-                                b.withUnsafeBufferPointer { b in
-                                    if alongRows {
-                                        sgemmUncounted(transA: transA, transB: transB, m: end - start, n: n, k: k, alpha: 0.5,
-                                                       a: a.baseAddress! + (transA ? start : start * lda), lda: lda, b: b.baseAddress!, ldb: ldb,
-                                                       beta: 0, c: c.baseAddress! + start * n, ldc: n)
-                                    } else {
-                                        sgemmUncounted(transA: transA, transB: transB, m: m, n: end - start, k: k, alpha: 0.5,
-                                                       a: a.baseAddress!, lda: lda, b: b.baseAddress! + (transB ? start * ldb : start), ldb: ldb,
-                                                       beta: 0, c: c.baseAddress! + start, ldc: n)
-                                    }
-                                }
-                            }
+                            sgemmPanel(panel, of: 3, alongRows: alongRows, tile: tile, transA: transA, transB: transB, m: m, n: n, k: k,
+                                       alpha: 0.5, a: a, lda: lda, b: b, ldb: ldb, beta: 0, c: c.baseAddress!, ldc: n)
                         }
                     }
                     if !zip(whole, split).allSatisfy({ $0.bitPattern == $1.bitPattern }) { return false }
