@@ -105,10 +105,10 @@ enum ReportPage {
                    "<text x=\"12\" y=\"\((height - bottom + top) / 2)\" transform=\"rotate(-90 12 \((height - bottom + top) / 2))\" text-anchor=\"middle\">\(escape(yLabel))\(logarithmic ? " (log)" : "")</text>"]
         for line in series {
             let points = line.points.filter { transform($0.0).isFinite && transform($0.1).isFinite }
-            let coordinates = points.map { String(format: "%.1f,%.1f", x($0.0), y($0.1)) }
-            svg.append("<polyline fill=\"none\" stroke=\"\(line.colour)\" stroke-width=\"1.5\" points=\"\(coordinates.joined(separator: " "))\"/>")
+            let coordinates = points.map { (String(format: "%.1f", x($0.0)), String(format: "%.1f", y($0.1))) }
+            svg.append("<polyline fill=\"none\" stroke=\"\(line.colour)\" stroke-width=\"1.5\" points=\"\(coordinates.map { "\($0.0),\($0.1)" }.joined(separator: " "))\"/>")
             if markers {
-                svg += coordinates.map { "<circle cx=\"\($0.split(separator: ",")[0])\" cy=\"\($0.split(separator: ",")[1])\" r=\"3\" fill=\"\(line.colour)\"/>" }
+                svg += coordinates.map { "<circle cx=\"\($0.0)\" cy=\"\($0.1)\" r=\"3\" fill=\"\(line.colour)\"/>" }
             }
         }
         for (index, (name, colour)) in legend.enumerated() {
