@@ -177,7 +177,11 @@ final class DataParallelTests: XCTestCase {
             let expected = try RunFaultTests.outcome(of: "\(root)/\(recipe)-1")
             XCTAssertEqual(expected["log/train/step"]?.count, 50)
             let (difference, key) = largestDifference(expected, try RunFaultTests.outcome(of: "\(root)/\(recipe)-2"))
-            XCTAssertLessThanOrEqual(difference, 1e-5, "\(recipe): 2 ranks differ from 1 in \(key)")
+            // Summation order differs between 1 and 2 ranks; over 50 AdamW steps, whose update m/√v magnifies
+            // the rounding of the embedding rows of rarely seen tokens, that reached 1.02e-5 relative (Chameleon's
+            // token embedding). What the test is for, a wrong share of the batch or a missing all-reduce,
+            // changes the updates themselves, not their rounding.
+            XCTAssertLessThanOrEqual(difference, 5e-5, "\(recipe): 2 ranks differ from 1 in \(key)")
             XCTAssertEqual(try RunFaultTests.outcome(of: "\(root)/\(recipe)-2")["log/eval/fd_fmnist"]?.count, 1)
 
             guard recipe == "transfusion" else { continue }
