@@ -13,7 +13,7 @@ struct FusionCommand: ParsableCommand {
 
 struct Reference: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "The reference classifier behind the FID proxy: a small CNN on Fashion-MNIST.",
+        abstract: "The reference classifier behind the FID proxy: a small CNN on Fashion-MNIST (committed) or on your labelled images.",
         subcommands: [Train.self, Eval.self])
 
     struct Train: ParsableCommand {
@@ -32,8 +32,29 @@ struct Reference: ParsableCommand {
         @Option(help: "Passes over the 60,000 training images (default \(ReferenceTrainingConfig().epochs)).") var epochs: Int?
         @Option(help: "Seed of every random stream (init, data order).") var seed: UInt64?
         @Option(help: "Directory holding the Fashion-MNIST IDX .gz files.") var data = FashionMNIST.directory
+        @Option(help: "JSONL manifest of labelled images of your own to train on instead of Fashion-MNIST.") var images: String?
+        @Option(help: "With --images: channels to read them at (1 grey, 3 RGB), as the runs' autoencoder does.") var channels = 1
+        @Option(help: "With --images: the classes' names in label order, comma-separated (as data.classes lists them).") var classes: String?
+        @Option(help: "With --images: what the metrics it gives are called, fd_NAME and kid_NAME.") var name: String?
         @Flag(help: "Replace the files of an existing run in --out.") var overwrite = false
         @Flag(help: "Print the resolved configuration as YAML and exit.") var printConfig = false
+
+        func referenceImages() throws -> ReferenceImages {
+            var chosen = ReferenceImages(fashionMNISTDirectory: data)
+            guard let images else {
+                if classes != nil || name != nil || channels != 1 { throw ValidationError("--classes, --name and --channels go with --images") }
+                return chosen
+            }
+            guard let name, !name.isEmpty, name != "fmnist", name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
+                throw ValidationError("--images needs --name NAME (letters, digits, _; not fmnist): its metrics are called fd_NAME and kid_NAME")
+            }
+            guard [1, 3].contains(channels) else { throw ValidationError("--channels must be 1 or 3, got \(channels)") }
+            chosen.manifest = images
+            chosen.channels = channels
+            chosen.classNames = classes.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } } ?? []
+            chosen.metricName = name
+            return chosen
+        }
 
         func run() throws {
             if let epochs, epochs <= 0 { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
@@ -43,7 +64,7 @@ struct Reference: ParsableCommand {
                 print(resolved.yaml, terminator: "")
                 return
             }
-            try ReferenceTraining.run(resolved, directory: out, overwrite: overwrite, dataDirectory: data)
+            try ReferenceTraining.run(resolved, directory: out, overwrite: overwrite, images: try referenceImages())
         }
     }
 

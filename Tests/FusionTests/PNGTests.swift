@@ -133,6 +133,50 @@ final class PNGTests: XCTestCase {
         XCTAssertThrowsError(try PNG.grid(images, columns: 2, scale: 65))
     }
 
+    /// Labels are drawn below their images in the 5×7 font: the glyph bitmaps of the generated table land
+    /// where the layout says, the images are unchanged, and every row makes room for its longest label.
+    func testLabelsAreDrawnBelowTheirImages() throws {
+        let images = Tensor(repeating: 0.5, shape: [3, 1, 4, 4])
+        let plain = try PNG.grid(images, columns: 2, padding: 1, scale: 3)
+        let labeled = try PNG.grid(images, columns: 2, padding: 1, scale: 3, labels: ["A", "ab cd", "?"])
+        // 12-pixel images hold 2 characters a line: "ab cd" wraps to two lines, so each row is 2 + 2·8 taller.
+        XCTAssertEqual(labeled.width, plain.width)
+        XCTAssertEqual(labeled.height, 1 + 2 * (12 + 2 + 2 * 8 + 1))
+        for y in 0..<12 { for x in 0..<12 { XCTAssertEqual(labeled[x: 1 + x, y: 1 + y, channel: 0], 128) } }
+        // "A" under image 0 at (1, 1 + 12 + 2): the glyph's rows, bit 7 leftmost, drawn black on white.
+        let glyph = Font5x7.glyphs[Int(("A" as Unicode.Scalar).value) - 32]
+        XCTAssertFalse(glyph.allSatisfy { $0 == 0 })
+        for row in 0..<7 {
+            for column in 0..<5 {
+                let lit = glyph[row] & (0x80 >> column) != 0
+                XCTAssertEqual(labeled[x: 1 + column, y: 15 + row, channel: 0], lit ? 0 : 255, "A at (\(column), \(row))")
+            }
+        }
+        // "cd" on the second line under image 1; nothing drawn under the third label's line 2.
+        let c = Font5x7.glyphs[Int(("c" as Unicode.Scalar).value) - 32]
+        for row in 0..<7 { for column in 0..<5 {
+            XCTAssertEqual(labeled[x: 14 + column, y: 15 + 8 + row, channel: 0], c[row] & (0x80 >> column) != 0 ? 0 : 255)
+        } }
+        let secondRowTop = 1 + 12 + 2 + 16 + 1
+        let secondLine = (secondRowTop + 12 + 2 + 8)..<(secondRowTop + 12 + 2 + 16)
+        XCTAssertTrue(secondLine.allSatisfy { y in (1..<13).allSatisfy { labeled[x: $0, y: y, channel: 0] == 255 } })
+        XCTAssertThrowsError(try PNG.grid(images, columns: 2, labels: ["one"])) { XCTAssertTrue("\($0)".contains("1 labels for 3 images"), "\($0)") }
+    }
+
+    func testLabelsWrapAtSpacesAndAreCutToTheirLines() {
+        XCTAssertEqual(Image8.wrap("a large light ankle boot", width: 11, lines: 4), ["a large", "light ankle", "boot"])
+        XCTAssertEqual(Image8.wrap("abcdefghij", width: 4, lines: 4), ["abcd", "efgh", "ij"])
+        XCTAssertEqual(Image8.wrap("one two three four", width: 5, lines: 2), ["one", "two.."])
+        XCTAssertEqual(Image8.wrap("", width: 5, lines: 2), [])
+        var image = Image8(width: 6, height: 8, channels: 3, repeating: 0)
+        image.draw("é", x: 0, y: 0, value: 255)
+        var question = Image8(width: 6, height: 8, channels: 3, repeating: 0)
+        question.draw("?", x: 0, y: 0, value: 255)
+        XCTAssertEqual(image, question, "outside ASCII is drawn as ?")
+        XCTAssertTrue(image.pixels.contains(255))
+        image.draw("W", x: 4, y: 6, value: 7)  // clipped at the edges, no trap
+    }
+
     func testGridNoWiderThanItsImagesAndCustomBorder() throws {
         let grid = try PNG.grid(Tensor(repeating: 0.5, shape: [2, 1, 4, 4]), columns: 8, padding: 3, border: 9)
         XCTAssertEqual(grid.width, 2 * 4 + 3 * 3)

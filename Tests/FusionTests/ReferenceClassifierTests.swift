@@ -117,9 +117,9 @@ final class ReferenceClassifierTests: XCTestCase {
         let metrics = ImageMetrics(classifier: classifier, sha256: nil)
         let a = randomImages(40, seed: 3), b = randomImages(60, seed: 4)
 
-        let same = try metrics.fdFMNIST(generated: a, real: a)
+        let same = try metrics.frechetDistance(generated: a, real: a)
         XCTAssertLessThan(abs(same.value), 1e-9, "fd_fmnist of a set with itself")
-        let fd = try metrics.fdFMNIST(generated: a, real: b)
+        let fd = try metrics.frechetDistance(generated: a, real: b)
         let direct = try FrechetDistance.distance(GaussianStatistics(features: metrics.outputs(a).features),
                                                   GaussianStatistics(features: metrics.outputs(b).features))
         XCTAssertEqual(fd.value, direct)
@@ -127,7 +127,7 @@ final class ReferenceClassifierTests: XCTestCase {
         XCTAssertEqual(fd.referenceCount, 60)
         XCTAssertEqual(fd.logRow.map(\.0), ["fd_fmnist", "fd_fmnist_n", "fd_fmnist_reference_n"])
 
-        let kid = try metrics.kidFMNIST(generated: a, real: b, kid: KernelInceptionDistance(subsetSize: 30, subsetCount: 4, seed: 1))
+        let kid = try metrics.kernelDistance(generated: a, real: b, kid: KernelInceptionDistance(subsetSize: 30, subsetCount: 4, seed: 1))
         XCTAssertEqual(kid.value, try KernelInceptionDistance(subsetSize: 30, subsetCount: 4, seed: 1)
             .estimate(metrics.outputs(a).features, metrics.outputs(b).features).mean)
         XCTAssertEqual(kid.logRow.map(\.0), ["kid_fmnist", "kid_fmnist_n", "kid_fmnist_reference_n", "kid_fmnist_std"])
@@ -157,7 +157,7 @@ final class ReferenceClassifierTests: XCTestCase {
         XCTAssertThrowsError(try metrics.t2iAccuracy(images: randomImages(2, seed: 9), promptedLabels: [1, 10])) {
             XCTAssertTrue("\($0)".contains("label 10 is not a class"), "\($0)")
         }
-        XCTAssertThrowsError(try metrics.fdFMNIST(generated: randomImages(1, seed: 9), real: randomImages(5, seed: 10))) {
+        XCTAssertThrowsError(try metrics.frechetDistance(generated: randomImages(1, seed: 9), real: randomImages(5, seed: 10))) {
             XCTAssertTrue("\($0)".contains("at least 2 samples"), "\($0)")
         }
     }

@@ -20,7 +20,8 @@ final class ReportPageTests: XCTestCase {
             }
             var pixels = [Float](repeating: 0, count: 4 * 28 * 28)
             for i in pixels.indices where (i / 28) % 7 < 3 { pixels[i] = Float(i % 28) / 27 }
-            try log.appendSamples(step: 30, images: Tensor(pixels, shape: [4, 1, 28, 28]), labels: [0, 3, 7, 9])
+            try log.appendSamples(step: 30, images: Tensor(pixels, shape: [4, 1, 28, 28]), labels: [0, 3, 7, 9],
+                                  prompts: ["T-shirt/top", "dress", "sneaker", "ankle boot"])
             try log.file.close()
         }
         let merged = try HDF5File.create(path, overwrite: true)

@@ -14,7 +14,7 @@ final class ResultsSchemaTests: XCTestCase {
             try log.append("train", step: step, [("loss", 2.5), ("flops_counted", Double(step) * 1e9)])
             try log.append("eval", step: step, [("fd_fmnist", 40.0 / Double(step)), ("flops_counted", Double(step) * 1e9)])
         }
-        try log.appendSamples(step: 5, images: Tensor(repeating: 0.5, shape: [2, 1, 4, 4]), labels: [1, 2])
+        try log.appendSamples(step: 5, images: Tensor(repeating: 0.5, shape: [2, 1, 4, 4]), labels: [1, 2], prompts: ["a", "b"])
         try log.file.close()
     }
 

@@ -1,5 +1,5 @@
 // `fusion autoencoder train [CONFIG] …` and `fusion autoencoder eval --weights …`: the image
-// autoencoders (vq / lfq / kl) on Fashion-MNIST. CONFIG is a JSON file of AutoencoderConfig keys (any
+// autoencoders (vq / lfq / kl) on Fashion-MNIST, or on your own images (--images MANIFEST). CONFIG is a JSON file of AutoencoderConfig keys (any
 // subset; unknown keys are refused with the list of valid ones); the options below override it.
 import ArgumentParser
 import Foundation
@@ -9,7 +9,7 @@ extension AutoencoderConfig.Kind: ExpressibleByArgument {}
 
 struct Autoencoder: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Image autoencoders (vq, lfq, kl bottlenecks on one conv encoder/decoder) on Fashion-MNIST.",
+        abstract: "Image autoencoders (vq, lfq, kl bottlenecks on one conv encoder/decoder) on Fashion-MNIST or your own images.",
         subcommands: [Train.self, Eval.self])
 
     /// The command line as typed, for the log and the weights' metadata.
@@ -27,6 +27,8 @@ struct Autoencoder: ParsableCommand {
         @Option(help: "Seed of every random stream (overrides the file).") var seed: UInt64?
         @Option(help: "Directory for the run's files (default runs/autoencoder-KIND).") var out: String?
         @Option(help: "Directory holding the Fashion-MNIST IDX .gz files.") var data = FashionMNIST.directory
+        @Option(help: "JSONL manifest of a PNG folder to train on instead of Fashion-MNIST (set imageSide and imageChannels to match).")
+        var images: String?
         @Flag(help: "Replace the files of an existing run in --out.") var overwrite = false
 
         func resolvedConfig() throws -> AutoencoderConfig {
@@ -44,7 +46,8 @@ struct Autoencoder: ParsableCommand {
         func run() throws {
             let resolved = try resolvedConfig()
             try AutoencoderTraining.train(resolved, directory: out ?? "runs/autoencoder-\(resolved.kind.rawValue)",
-                                          overwrite: overwrite, command: Autoencoder.commandLine, dataDirectory: data)
+                                          overwrite: overwrite, command: Autoencoder.commandLine,
+                                          images: ImageSource(manifest: images, fashionMNISTDirectory: data))
         }
     }
 
@@ -56,12 +59,14 @@ struct Autoencoder: ParsableCommand {
         @Option(help: "Refuse weights of another bottleneck (vq, lfq, kl).") var kind: AutoencoderConfig.Kind?
         @Option(help: "Directory for the evaluation's files (default: the weights' directory).") var out: String?
         @Option(help: "Directory holding the Fashion-MNIST IDX .gz files.") var data = FashionMNIST.directory
+        @Option(help: "JSONL manifest of a PNG folder whose test split to evaluate on instead of Fashion-MNIST's.") var images: String?
         @Flag(help: "Replace earlier evaluation files in --out.") var overwrite = false
 
         func run() throws {
             let directory = out ?? (weights as NSString).deletingLastPathComponent
             try AutoencoderTraining.evaluate(weights: weights, kind: kind, directory: directory.isEmpty ? "." : directory,
-                                             overwrite: overwrite, command: Autoencoder.commandLine, dataDirectory: data)
+                                             overwrite: overwrite, command: Autoencoder.commandLine,
+                                          images: ImageSource(manifest: images, fashionMNISTDirectory: data))
         }
     }
 }

@@ -50,7 +50,7 @@ enum AutoencoderTraining {
     /// reconstructions.png into `directory`. Returns the test metrics and the training wall time.
     @discardableResult
     static func train(_ config: AutoencoderConfig, directory: String, overwrite: Bool, command: String,
-                      dataDirectory: String = FashionMNIST.directory) throws -> (AutoencoderMetrics, Double) {
+                      images: ImageSource = .fashionMNIST(directory: FashionMNIST.directory)) throws -> (AutoencoderMetrics, Double) {
         let problems = config.problems
         guard problems.isEmpty else {
             throw TrainingFailure(description: "invalid autoencoder configuration: " + problems.joined(separator: "; "))
@@ -62,11 +62,7 @@ enum AutoencoderTraining {
             }
         }
         print("autoencoder (\(config.kind.rawValue)): resolved config\n\(config.json)\n")
-        let train = try FashionMNIST.load(.train, directory: dataDirectory)
-        let test = try FashionMNIST.load(.test, directory: dataDirectory)
-        guard train.side == config.imageSide && config.imageChannels == 1 else {
-            throw TrainingFailure(description: "Fashion-MNIST images are 1×\(train.side)×\(train.side) (padding 2); set imageSide to \(train.side) and imageChannels to 1")
-        }
+        let (train, test) = try images.load(side: config.imageSide, channels: config.imageChannels)
 
         let generator = RandomGenerator(seed: config.seed)
         var initGenerator = generator.split(key: "init")
@@ -87,8 +83,8 @@ enum AutoencoderTraining {
         print("autoencoder (\(config.kind.rawValue)): \(model.parameterCount) parameters, \(config.steps) steps of "
               + "\(config.batchSize) images, \(config.gridSide)×\(config.gridSide) grid")
 
-        let side = train.side, imageSize = side * side
-        let batch = Tensor(uninitializedShape: [config.batchSize, 1, side, side])
+        let imageSize = train.channels * train.side * train.side
+        let batch = Tensor(uninitializedShape: [config.batchSize, train.channels, train.side, train.side])
         var order = dataGenerator.permutation(train.count), cursor = 0
         var window: [String: Double] = [:], windowCount = 0, windowCodes = Set<Int32>()
         var windowStart = Date()
@@ -164,7 +160,7 @@ enum AutoencoderTraining {
     /// into `directory`.
     @discardableResult
     static func evaluate(weights: String, kind: AutoencoderConfig.Kind?, directory: String, overwrite: Bool,
-                         command: String, dataDirectory: String = FashionMNIST.directory) throws -> AutoencoderMetrics {
+                         command: String, images: ImageSource = .fashionMNIST(directory: FashionMNIST.directory)) throws -> AutoencoderMetrics {
         let paths = Paths(directory, prefix: "eval-")
         if !overwrite {
             for path in [paths.log, paths.grid] where FileManager.default.fileExists(atPath: path) {
@@ -172,7 +168,7 @@ enum AutoencoderTraining {
             }
         }
         let model = try ConvAutoencoder.load(from: weights, expecting: kind)
-        let test = try FashionMNIST.load(.test, directory: dataDirectory)
+        let test = try images.load(side: model.config.imageSide, channels: model.config.imageChannels).test
         let started = Date()
         let metrics = evaluate(model, on: test)
         let log = try RunLog(path: paths.log, runName: "autoencoder-\(model.config.kind.rawValue)-eval", config: model.config.json,
@@ -191,7 +187,7 @@ enum AutoencoderTraining {
     }
 
     /// Reconstruction error over the whole set (deterministic path) and, for vq / lfq, the code histogram.
-    static func evaluate(_ model: ConvAutoencoder, on set: FashionMNIST.Set, batchSize: Int = 500) -> AutoencoderMetrics {
+    static func evaluate(_ model: ConvAutoencoder, on set: ImageDataset, batchSize: Int = 500) -> AutoencoderMetrics {
         var metrics = AutoencoderMetrics(kind: model.config.kind, imageCount: set.count, tokensPerImage: model.config.tokensPerImage)
         var squaredError = 0.0
         var histogram = [Int](repeating: 0, count: model.config.kind == .kl ? 0 : model.codebookSize)
@@ -225,13 +221,14 @@ enum AutoencoderTraining {
         return metrics
     }
 
-    /// 32 test images: rows of 16 originals, each above a row of their reconstructions; also stored as
-    /// uint8 arrays in the log.
-    static func writeSamples(_ model: ConvAutoencoder, test: FashionMNIST.Set, log: RunLog, grid: String, overwrite: Bool) throws {
-        let shown = 32, columns = 16, side = test.side, imageSize = side * side
+    /// Up to 32 test images: rows of up to 16 originals, each above a row of their reconstructions; also
+    /// stored as uint8 arrays in the log ([N, S, S] for grey images, [N, C, S, S] for colour).
+    static func writeSamples(_ model: ConvAutoencoder, test: ImageDataset, log: RunLog, grid: String, overwrite: Bool) throws {
+        let columns = min(16, test.count), shown = min(32, test.count) / columns * columns
+        let side = test.side, channels = test.channels, imageSize = channels * side * side
         let originals = test.images.narrow(axis: 0, start: 0, length: shown)
         let reconstructions = model.reconstruct(originals)
-        let sheet = Tensor(uninitializedShape: [2 * shown, 1, side, side])  // [64, 1, S, S]
+        let sheet = Tensor(uninitializedShape: [2 * shown, channels, side, side])
         for row in 0..<(shown / columns) {
             for part in 0..<2 {
                 let source = part == 0 ? originals : reconstructions
@@ -241,8 +238,37 @@ enum AutoencoderTraining {
         }
         try PNG.writeGrid(sheet, columns: columns, to: grid, overwrite: overwrite)
         func bytes(_ t: Tensor) -> [UInt8] { (0..<t.count).map { UInt8(min(255, max(0, t.data[$0] * 255)).rounded()) } }
+        let shape = channels == 1 ? [shown, side, side] : [shown, channels, side, side]
         let samples = try log.run.createGroup("samples")
-        try samples.createDataset("test_images", values: bytes(originals), shape: [shown, side, side])
-        try samples.createDataset("reconstructions", values: bytes(reconstructions), shape: [shown, side, side])
+        try samples.createDataset("test_images", values: bytes(originals), shape: shape)
+        try samples.createDataset("reconstructions", values: bytes(reconstructions), shape: shape)
+    }
+}
+
+/// Where an autoencoder's images come from: Fashion-MNIST's IDX files, or a manifest of your own
+/// (split as a run splits it with the default data.test_share and data.split_seed).
+enum ImageSource {
+    case fashionMNIST(directory: String)
+    case manifest(String)
+
+    init(manifest: String?, fashionMNISTDirectory: String) {
+        self = manifest.map(ImageSource.manifest) ?? .fashionMNIST(directory: fashionMNISTDirectory)
+    }
+
+    func load(side: Int, channels: Int) throws -> (train: ImageDataset, test: ImageDataset) {
+        switch self {
+        case .fashionMNIST(let directory):
+            let train = try FashionMNIST.load(.train, directory: directory), test = try FashionMNIST.load(.test, directory: directory)
+            guard train.side == side && channels == 1 else {
+                throw TrainingFailure(description: "Fashion-MNIST images are 1×\(train.side)×\(train.side) (padding 2); set imageSide to "
+                                      + "\(train.side) and imageChannels to 1, or train on your own images with --images MANIFEST")
+            }
+            return (ImageDataset(train), ImageDataset(test))
+        case .manifest(let path):
+            let defaults = ExperimentConfig.DataConfig()
+            let folder = try ImageFolder.load(manifest: path, side: side, channels: channels, testShare: defaults.testShare,
+                                              splitSeed: defaults.splitSeed, classCount: nil)
+            return (folder.train, folder.test)
+        }
     }
 }

@@ -71,7 +71,7 @@ struct EvalCommand: ParsableCommand {
                                            overrides: changes, defaults: trained.config)
         let progress = Progress(total: 1)
         let evaluation = Evaluation(model: trained.model, data: trained.data, config: config, progress: progress,
-                                    metrics: ImageMetrics(try ReferenceClassifier.loadCommitted()))
+                                    metrics: ImageMetrics(try ReferenceClassifier.loadCommitted(path: config.data.reference)))
         // eval-step200-maskgit_steps4: one file per evaluation setting, so no earlier evaluation is replaced.
         let suffix = changes.map { "-" + $0.dropFirst("eval.".count).replacingOccurrences(of: "=", with: "").replacingOccurrences(of: "/", with: "_") }.joined()
         let name = "eval-step\(trained.step)\(suffix)"
@@ -112,7 +112,7 @@ struct SampleCommand: ParsableCommand {
                                   + "positions, more than the \(context) of this run's context (recipe.model.context_length): "
                                   + "shorten the prompt to at most \(max(0, promptTokens - (error.documentLength - context))) tokens")
         }
-        try PNG.writeGrid(images, columns: min(count, 8), scale: 3, to: out, overwrite: overwrite)
+        try PNG.writeGrid(images, columns: min(count, 8), scale: 3, labels: Array(repeating: prompt, count: count), to: out, overwrite: overwrite)
         print("wrote \(count) image(s) for \"\(prompt)\" to \(out)")
     }
 }
@@ -198,21 +198,47 @@ struct AnalyzeCommand: ParsableCommand {
 
 struct DataCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "data",
-        abstract: "Install (scripts/setup) and verify the data sets: Fashion-MNIST and Shakespeare's plays.")
-    @Flag(help: "Only verify; do not run scripts/setup.") var verifyOnly = false
+        abstract: "Install (scripts/setup) and verify the data sets: Fashion-MNIST and Shakespeare's plays.",
+        subcommands: [Install.self, Export.self], defaultSubcommand: Install.self)
 
-    func run() throws {
-        if !verifyOnly {
-            guard FileManager.default.fileExists(atPath: "scripts/setup") else {
-                throw RunFailure(description: "scripts/setup not found: run fusion data from the repository root (or pass --verify-only)")
+    struct Install: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Install (scripts/setup) and verify the built-in data sets (the default).")
+        @Flag(help: "Only verify; do not run scripts/setup.") var verifyOnly = false
+
+        func run() throws {
+            if !verifyOnly {
+                guard FileManager.default.fileExists(atPath: "scripts/setup") else {
+                    throw RunFailure(description: "scripts/setup not found: run fusion data from the repository root (or pass --verify-only)")
+                }
+                let setup = try ChildProcess.start("/bin/bash", ["scripts/setup"]).wait()
+                guard setup.succeeded else { throw RunFailure(description: "scripts/setup failed (\(setup.description))") }
             }
-            let setup = try ChildProcess.start("/bin/bash", ["scripts/setup"]).wait()
-            guard setup.succeeded else { throw RunFailure(description: "scripts/setup failed (\(setup.description))") }
+            let train = try FashionMNIST.load(.train), test = try FashionMNIST.load(.test)
+            print("Fashion-MNIST: \(train.count) training and \(test.count) test images of \(train.side)×\(train.side), labels 0–9: ok")
+            let corpus = try ShakespeareCorpus.load()
+            print("Shakespeare: \(corpus.trainingPlays.count) training plays (\(corpus.trainingText.utf8.count) bytes), "
+                  + "\(corpus.heldOutPlays.count) held out (\(corpus.heldOutPlays.map(\.name).joined(separator: ", "))): ok")
         }
-        let train = try FashionMNIST.load(.train), test = try FashionMNIST.load(.test)
-        print("Fashion-MNIST: \(train.count) training and \(test.count) test images of \(train.side)×\(train.side), labels 0–9: ok")
-        let corpus = try ShakespeareCorpus.load()
-        print("Shakespeare: \(corpus.trainingPlays.count) training plays (\(corpus.trainingText.utf8.count) bytes), "
-              + "\(corpus.heldOutPlays.count) held out (\(corpus.heldOutPlays.map(\.name).joined(separator: ", "))): ok")
+    }
+
+    struct Export: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write Fashion-MNIST and the plays as a PNG folder with a JSONL manifest and a folder of .txt files.",
+            discussion: """
+                The formats data.images and data.text read, filled with the built-in data: a run from the \
+                folders gives the same numbers as the built-in route with the same seed. Prints the \
+                overrides that train from them.
+                """)
+        @Option(help: "Directory to write into (must not hold a manifest.jsonl yet).") var out: String
+        @Option(help: "Training images to write (the first N).") var trainImages = 2_000
+        @Option(help: "Test images to write (the first N).") var testImages = 200
+
+        func run() throws {
+            let written = try DataExport.fashionMNIST(to: out, trainImages: trainImages, testImages: testImages)
+            print("wrote \(written.trainImages) training and \(written.testImages) test images with captions to \(written.manifest), "
+                  + "and \(written.plays) plays to \(written.textFolder)")
+            print("train from them with: fusion train CONFIG " + written.overrides.map { "\"\($0)\"" }.joined(separator: " "))
+        }
     }
 }

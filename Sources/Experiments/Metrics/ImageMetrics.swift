@@ -1,11 +1,11 @@
-// The image measurements of DESIGN.md ("Measurements"), computed with the committed reference
-// classifier: `fd_fmnist` (Fréchet distance of its 128-d features, the FID proxy), `kid_fmnist`
-// (kernel distance of the same features) and `t2i_accuracy` (share of generated images classified as
-// the class in their prompt). Every value carries the N it was computed from: FID is biased at small N
-// (Chong & Forsyth 2020, "Effectively Unbiased FID", arXiv 1911.07023), so values are comparable only
-// at equal N.
+// The image measurements of DESIGN.md ("Measurements"), computed with a reference classifier (the
+// committed Fashion-MNIST one, or one trained on your labelled images): `fd_NAME` (Fréchet distance of
+// its 128-d features, the FID proxy; `fd_fmnist` with the committed classifier), `kid_NAME` (kernel
+// distance of the same features) and `t2i_accuracy` (share of generated images classified as the class
+// in their prompt). Every value carries the N it was computed from: FID is biased at small N (Chong &
+// Forsyth 2020, "Effectively Unbiased FID", arXiv 1911.07023), so values are comparable only at equal N.
 //
-// Shapes: images [N, 1, 32, 32] in [0, 1] → features [N, 128], logits [N, 10].
+// Shapes: images [N, C, 32, 32] in [0, 1] → features [N, 128], logits [N, K].
 import Fusion
 
 /// The reference classifier's outputs on a set of images.
@@ -40,22 +40,37 @@ struct ImageMetrics {
     let classifier: ReferenceClassifier
     /// SHA-256 of the weights file, for the log (nil for weights that are not from a file, as in tests).
     let classifierSHA256: String?
+    /// The suffix of the distances' names: fd_NAME, kid_NAME.
+    let name: String
+    /// The classifier's classes by name, in label order (empty: unnamed).
+    let classNames: [String]
     /// Images per forward pass of the classifier.
     var batchSize = 500
 
-    init(classifier: ReferenceClassifier, sha256: String?) {
+    init(classifier: ReferenceClassifier, sha256: String?, name: String = "fmnist", classNames: [String] = FashionMNIST.classNames) {
         self.classifier = classifier
         self.classifierSHA256 = sha256
+        self.name = name
+        self.classNames = classNames
     }
 
     init(_ committed: CommittedReference) {
-        self.init(classifier: committed.classifier, sha256: committed.sha256)
+        self.init(classifier: committed.classifier, sha256: committed.sha256, name: committed.metricName, classNames: committed.classNames)
     }
 
-    /// Features and logits of `images` [N, 1, 32, 32] in [0, 1], in batches, without recording gradients.
+    var fdName: String { "fd_\(name)" }
+    var kidName: String { "kid_\(name)" }
+
+    /// Whether the classifier reads images of this shape ([C, H, W] of one image).
+    func reads(imageShape: [Int]) -> Bool { imageShape == classifier.inputShape }
+
+    /// Whether labels named `names` are the classifier's classes (so it can check a prompted class).
+    func knows(classNames names: [String]) -> Bool { !names.isEmpty && names == classNames }
+
+    /// Features and logits of `images` [N, C, 32, 32] in [0, 1], in batches, without recording gradients.
     func outputs(_ images: Tensor) throws -> ReferenceOutputs {
-        try Self.checkImages(images)
-        let n = images.shape[0], width = ReferenceClassifier.featureWidth, classes = ReferenceClassifier.classCount
+        try checkImages(images)
+        let n = images.shape[0], width = ReferenceClassifier.featureWidth, classes = classifier.classCount
         let features = Tensor(uninitializedShape: [n, width])
         let logits = Tensor(uninitializedShape: [n, classes])
         withoutGradients {
@@ -72,28 +87,28 @@ struct ImageMetrics {
         return ReferenceOutputs(features: features, logits: logits)
     }
 
-    /// `fd_fmnist`: Fréchet distance between the features of generated and real images.
-    func fdFMNIST(generated: Tensor, real: Tensor) throws -> MetricValue {
-        try fdFMNIST(generated: outputs(generated), real: outputs(real))
+    /// `fd_NAME`: Fréchet distance between the features of generated and real images.
+    func frechetDistance(generated: Tensor, real: Tensor) throws -> MetricValue {
+        try frechetDistance(generated: outputs(generated), real: outputs(real))
     }
 
-    /// `fd_fmnist` from outputs already computed (the real images' can be computed once per evaluation).
-    func fdFMNIST(generated: ReferenceOutputs, real: ReferenceOutputs) throws -> MetricValue {
+    /// `fd_NAME` from outputs already computed (the real images' can be computed once per evaluation).
+    func frechetDistance(generated: ReferenceOutputs, real: ReferenceOutputs) throws -> MetricValue {
         let value = try FrechetDistance.distance(GaussianStatistics(features: generated.features),
                                                  GaussianStatistics(features: real.features))
-        return MetricValue(name: "fd_fmnist", value: value, count: generated.count, referenceCount: real.count,
+        return MetricValue(name: fdName, value: value, count: generated.count, referenceCount: real.count,
                            standardDeviation: nil)
     }
 
-    /// `kid_fmnist`: kernel inception distance between the features of generated and real images.
-    func kidFMNIST(generated: Tensor, real: Tensor, kid: KernelInceptionDistance = .init()) throws -> MetricValue {
-        try kidFMNIST(generated: outputs(generated), real: outputs(real), kid: kid)
+    /// `kid_NAME`: kernel inception distance between the features of generated and real images.
+    func kernelDistance(generated: Tensor, real: Tensor, kid: KernelInceptionDistance = .init()) throws -> MetricValue {
+        try kernelDistance(generated: outputs(generated), real: outputs(real), kid: kid)
     }
 
-    func kidFMNIST(generated: ReferenceOutputs, real: ReferenceOutputs,
+    func kernelDistance(generated: ReferenceOutputs, real: ReferenceOutputs,
                    kid: KernelInceptionDistance = .init()) throws -> MetricValue {
         let estimate = try kid.estimate(generated.features, real.features)
-        return MetricValue(name: "kid_fmnist", value: estimate.mean, count: generated.count, referenceCount: real.count,
+        return MetricValue(name: kidName, value: estimate.mean, count: generated.count, referenceCount: real.count,
                            standardDeviation: estimate.standardDeviation)
     }
 
@@ -102,8 +117,8 @@ struct ImageMetrics {
         guard images.rank >= 1, images.shape[0] == promptedLabels.count else {
             throw MetricError(description: "t2i_accuracy: \(images.rank >= 1 ? images.shape[0] : 0) images but \(promptedLabels.count) prompted labels; give one label per image")
         }
-        if let bad = promptedLabels.first(where: { $0 < 0 || Int($0) >= ReferenceClassifier.classCount }) {
-            throw MetricError(description: "t2i_accuracy: prompted label \(bad) is not a class 0…\(ReferenceClassifier.classCount - 1)")
+        if let bad = promptedLabels.first(where: { $0 < 0 || Int($0) >= classifier.classCount }) {
+            throw MetricError(description: "t2i_accuracy: prompted label \(bad) is not a class 0…\(classifier.classCount - 1)")
         }
         let predictions = try outputs(images).predictions
         let correct = zip(predictions, promptedLabels).reduce(0) { $0 + ($1.0 == $1.1 ? 1 : 0) }
@@ -111,13 +126,16 @@ struct ImageMetrics {
                            count: promptedLabels.count, referenceCount: nil, standardDeviation: nil)
     }
 
-    /// Images must be [N, 1, 32, 32], N ≥ 1, finite and within [0, 1] (a decoder's output clamped).
-    static func checkImages(_ images: Tensor) throws {
-        guard images.rank == 4, images.shape[0] >= 1, images.shape[1] == 1, images.shape[2] == 32, images.shape[3] == 32 else {
-            throw MetricError(description: "images of shape \(images.shape); the reference classifier takes [N, 1, 32, 32] with N ≥ 1 (Fashion-MNIST padded by 2)")
+    /// Images must be [N, C, 32, 32] (C the classifier's), N ≥ 1, finite and within [0, 1] (a decoder's
+    /// output clamped).
+    func checkImages(_ images: Tensor) throws {
+        guard images.rank == 4, images.shape[0] >= 1, reads(imageShape: Array(images.shape.dropFirst())) else {
+            throw MetricError(description: "images of shape \(images.shape); the reference classifier takes [N, \(classifier.channels), 32, 32] with N ≥ 1"
+                              + (classifier.channels == 1 ? " (Fashion-MNIST padded by 2)" : ""))
         }
+        let size = images.count / images.shape[0]
         for i in 0..<images.count where !(images.data[i] >= 0 && images.data[i] <= 1) {
-            throw MetricError(description: "pixel \(i % 1024) of image \(i / 1024) is \(images.data[i]), outside [0, 1]; clamp the decoder's output to [0, 1] before measuring")
+            throw MetricError(description: "pixel \(i % size) of image \(i / size) is \(images.data[i]), outside [0, 1]; clamp the decoder's output to [0, 1] before measuring")
         }
     }
 }

@@ -17,6 +17,14 @@ struct CommittedReference {
     let sha256: String
     /// The file's metadata (config, seed, test_accuracy, …).
     let metadata: [String: String]
+    /// What its metrics are called: fd_NAME and kid_NAME ("fmnist" for Fashion-MNIST's).
+    var metricName: String { metadata["metric_name"] ?? "fmnist" }
+    /// The names of its classes, in label order (Fashion-MNIST's for a file that names none and has
+    /// their count; empty for a classifier of unnamed classes).
+    var classNames: [String] {
+        if let names = metadata["class_names"] { return names.isEmpty ? [] : names.components(separatedBy: "\n") }
+        return classifier.classCount == FashionMNIST.classNames.count ? FashionMNIST.classNames : []
+    }
 
     /// Writes the classifier's identity into a run's group: `reference_classifier_sha256` and
     /// `reference_classifier_path` (DESIGN.md: the hash goes into every log).
@@ -52,8 +60,13 @@ extension ReferenceClassifier {
         guard checkpoint.metadata["model"] == modelTag else {
             throw ReferenceWeightsError(description: "'\(resolved)' is a checkpoint of model \"\(checkpoint.metadata["model"] ?? "(none)")\", not of the \(modelTag); pass the file `fusion reference train` writes as classifier.h5")
         }
+        // Its shape: files written before classifiers of other data recorded it are Fashion-MNIST's.
+        guard let channels = Int(checkpoint.metadata["channels"] ?? "1"), let classes = Int(checkpoint.metadata["class_count"] ?? "10"),
+              channels >= 1, classes >= 2 else {
+            throw ReferenceWeightsError(description: "'\(resolved)': metadata channels \(checkpoint.metadata["channels"] ?? "") and class_count \(checkpoint.metadata["class_count"] ?? "") are not a classifier's shape (≥ 1 channel, ≥ 2 classes); the file is damaged, retrain it with `fusion reference train`")
+        }
         var generator = RandomGenerator(seed: 0)  // replaced by the weights below
-        let classifier = ReferenceClassifier(generator: &generator)
+        let classifier = ReferenceClassifier(channels: channels, classCount: classes, generator: &generator)
         try checkpoint.restore(into: classifier.parametersByName())
         let sha256 = try SHA256.hexDigest(ofFile: resolved)
         if path == committedPath && sha256 != committedSHA256 {
@@ -66,6 +79,8 @@ extension ReferenceClassifier {
     func writeWeights(to path: String, metadata: [String: String], overwrite: Bool) throws {
         var notes = metadata
         notes["model"] = Self.modelTag
+        notes["channels"] = String(channels)
+        notes["class_count"] = String(classCount)
         try Checkpoint(step: 0, tensors: parametersByName(), metadata: notes).write(to: path, overwrite: overwrite)
     }
 

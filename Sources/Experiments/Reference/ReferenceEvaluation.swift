@@ -9,6 +9,10 @@ enum ReferenceEvaluation {
     static func run(weights: String = ReferenceClassifier.committedPath, dataDirectory: String = FashionMNIST.directory,
                     count: Int = 10_000) throws {
         let committed = try ReferenceClassifier.loadCommitted(path: weights)
+        guard committed.metricName == "fmnist" else {
+            throw MetricError(description: "\(weights) is a classifier of other images (its metrics are fd_\(committed.metricName)); "
+                              + "fusion reference eval measures Fashion-MNIST's. Its training run's log.h5 holds its test accuracy")
+        }
         let test = try FashionMNIST.load(.test, directory: dataDirectory)
         let train = try FashionMNIST.load(.train, directory: dataDirectory)
         guard count >= 2 && count <= test.count else {
@@ -20,8 +24,8 @@ enum ReferenceEvaluation {
         let real = try metrics.outputs(testImages)
         let other = try metrics.outputs(train.images.narrow(axis: 0, start: 0, length: count))
         let accuracy = try metrics.t2iAccuracy(images: testImages, promptedLabels: Array(test.labels[0..<count]))
-        let fd = try metrics.fdFMNIST(generated: other, real: real)
-        let kid = try metrics.kidFMNIST(generated: other, real: real)
+        let fd = try metrics.frechetDistance(generated: other, real: real)
+        let kid = try metrics.kernelDistance(generated: other, real: real)
         print("reference classifier \(committed.path)\n  sha256 \(committed.sha256)")
         print(String(format: "  test accuracy %.4f on the first %d test images", accuracy.value, accuracy.count))
         if let recorded = committed.metadata["test_accuracy"] {

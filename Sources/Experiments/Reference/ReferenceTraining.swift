@@ -1,5 +1,5 @@
-// Training and evaluating the reference classifier on Fashion-MNIST: the first end-to-end job, and
-// the model whose features the FID proxy will use. AdamW with warm-up + cosine schedule, gradient
+// Training and evaluating the reference classifier on Fashion-MNIST (the committed one), or on a
+// labelled folder of your own images (`--images`): the model whose features the FID proxy uses. AdamW with warm-up + cosine schedule, gradient
 // clipping, a seeded shuffle, an HDF5 log flushed at each evaluation, a checkpoint, the weights alone
 // (classifier.h5, the file results/reference/ commits) and a PNG grid.
 import Foundation
@@ -47,7 +47,7 @@ enum ReferenceTraining {
     /// `directory`. Returns the final test accuracy.
     @discardableResult
     static func run(_ config: ReferenceTrainingConfig, directory: String, overwrite: Bool,
-                    dataDirectory: String = FashionMNIST.directory) throws -> Double {
+                    images: ReferenceImages = ReferenceImages()) throws -> Double {
         let logPath = "\(directory)/log.h5", checkpointPath = "\(directory)/checkpoint.h5"
         let gridPath = "\(directory)/test-images.png", weightsPath = "\(directory)/classifier.h5"
         if !overwrite {
@@ -56,17 +56,19 @@ enum ReferenceTraining {
             }
         }
         print("reference classifier: resolved config\n\(config.yaml)\n")
-        let train = try FashionMNIST.load(.train, directory: dataDirectory)
-        let test = try FashionMNIST.load(.test, directory: dataDirectory)
+        let (train, test, trainLabels, testLabels, classCount) = try images.load()
+        let stepsPerEpoch = train.count / config.batchSize
+        guard stepsPerEpoch >= 1 else {
+            throw TrainingFailure(description: "batch_size \(config.batchSize) exceeds the \(train.count) training images; set batch_size=\(max(train.count / 4, 1))")
+        }
 
         let generator = RandomGenerator(seed: config.seed)
         var initGenerator = generator.split(key: "init")
         var dataGenerator = generator.split(key: "data")
-        let model = ReferenceClassifier(generator: &initGenerator)
+        let model = ReferenceClassifier(channels: train.channels, classCount: classCount, generator: &initGenerator)
         let parameters = model.namedParameters()
         let learningRate = Float(config.learningRate)
         let optimizer = AdamW(parameters: parameters, learningRate: learningRate, weightDecay: Float(config.weightDecay))
-        let stepsPerEpoch = train.count / config.batchSize
         let totalSteps = stepsPerEpoch * config.epochs
         let schedule = WarmupCosineSchedule(peak: learningRate, warmupSteps: config.warmupSteps,
                                             totalSteps: totalSteps, floor: learningRate / 10)
@@ -75,8 +77,8 @@ enum ReferenceTraining {
                              attributes: ["parameter_count": Int64(model.parameterCount)], overwrite: overwrite)
         print("reference classifier: \(model.parameterCount) parameters, \(totalSteps) steps of \(config.batchSize) images")
 
-        let side = train.side, imageSize = side * side
-        let batch = Tensor(uninitializedShape: [config.batchSize, 1, side, side])
+        let side = train.side, imageSize = train.channels * side * side
+        let batch = Tensor(uninitializedShape: [config.batchSize, train.channels, side, side])
         var labels = [Int32](repeating: 0, count: config.batchSize)
         var step = 0, windowLoss = 0.0, windowCorrect = 0, windowCount = 0
         var windowStart = Date()
@@ -88,7 +90,7 @@ enum ReferenceTraining {
                 for i in 0..<config.batchSize {
                     let n = order[batchIndex * config.batchSize + i]
                     (batch.data + i * imageSize).update(from: train.images.data + n * imageSize, count: imageSize)
-                    labels[i] = train.labels[n]
+                    labels[i] = trainLabels[n]
                 }
                 optimizer.learningRate = schedule.rate(at: step)
                 let logits = model(batch)
@@ -126,12 +128,12 @@ enum ReferenceTraining {
                     windowLoss = 0; windowCorrect = 0; windowCount = 0; windowStart = Date()
                 }
             }
-            let accuracy = evaluate(model, on: test)
+            let accuracy = evaluate(model, on: test, labels: testLabels)
             try log.append("eval", step: step, [("test_accuracy", accuracy), ("test_count", Double(test.count))])
             try log.flush()
             print(String(format: "epoch %d: test accuracy %.4f on %d images", epoch + 1, accuracy, test.count))
         }
-        let accuracy = evaluate(model, on: test)
+        let accuracy = evaluate(model, on: test, labels: testLabels)
         let wall = Date().timeIntervalSince(started)
         try log.run.setAttribute("final_test_accuracy", accuracy)
         try log.run.setAttribute("wall_seconds", wall)
@@ -143,7 +145,7 @@ enum ReferenceTraining {
         let predicted = withoutGradients { argmaxRows(model(sample)) }
         let samples = try log.run.createGroup("samples")
         try samples.createDataset("test_images", values: (0..<sample.count).map { UInt8(min(255, max(0, sample.data[$0] * 255)).rounded()) },
-                                  shape: [shown, side, side])
+                                  shape: train.channels == 1 ? [shown, side, side] : [shown, train.channels, side, side])
         try samples.createDataset("predicted_class", values: predicted, shape: [shown])
         try log.flush()
         try PNG.writeGrid(sample, columns: 8, to: gridPath, overwrite: overwrite)
@@ -156,23 +158,29 @@ enum ReferenceTraining {
             "config": config.yaml, "seed": String(config.seed), "step": String(step),
             "test_accuracy": String(accuracy), "test_count": String(test.count),
             "wall_seconds": String(format: "%.1f", wall), "git_commit": Provenance.gitCommit,
+            "metric_name": images.metricName, "class_names": images.classNames.joined(separator: "\n"), "images": images.source,
         ], overwrite: overwrite)
         print(String(format: "reference classifier: test accuracy %.4f after %d steps, %.0f s, %.1f GFLOP counted (%.1f GFLOP/s)",
                      accuracy, step, wall, Double(FlopCounter.total) / 1e9, Double(FlopCounter.total) / 1e9 / wall))
         print("wrote \(logPath), \(checkpointPath), \(weightsPath) (sha256 \(try SHA256.hexDigest(ofFile: weightsPath))), \(gridPath)")
-        print("first predictions: " + predicted.prefix(8).map { FashionMNIST.classNames[Int($0)] }.joined(separator: ", "))
+        print("first predictions: " + predicted.prefix(8).map { images.classNames.indices.contains(Int($0)) ? images.classNames[Int($0)] : "class \($0)" }
+            .joined(separator: ", "))
+        if images.manifest != nil {
+            print("measure runs with it: data.reference=\(weightsPath) (their metrics: fd_\(images.metricName), kid_\(images.metricName)"
+                  + (images.classNames.isEmpty ? ")" : ", and t2i_accuracy where data.classes lists the same classes)"))
+        }
         return accuracy
     }
 
     /// Share of `set` the model classifies correctly (in batches, without recording the graph).
-    static func evaluate(_ model: ReferenceClassifier, on set: FashionMNIST.Set, batchSize: Int = 500) -> Double {
+    static func evaluate(_ model: ReferenceClassifier, on set: ImageDataset, labels: [Int32], batchSize: Int = 500) -> Double {
         withoutGradients {
             var correct = 0
             var start = 0
             while start < set.count {
                 let n = min(batchSize, set.count - start)
                 let logits = model(set.images.narrow(axis: 0, start: start, length: n))
-                correct += correctPredictions(logits, Array(set.labels[start..<(start + n)]))
+                correct += correctPredictions(logits, Array(labels[start..<(start + n)]))
                 start += n
             }
             return Double(correct) / Double(set.count)
@@ -190,5 +198,38 @@ enum ReferenceTraining {
 
     static func correctPredictions(_ logits: Tensor, _ labels: [Int32]) -> Int {
         zip(argmaxRows(logits), labels).reduce(0) { $0 + ($1.0 == $1.1 ? 1 : 0) }
+    }
+}
+
+/// The images a reference classifier learns from: Fashion-MNIST (the committed classifier's), or a
+/// labelled manifest of your own, read at `channels` channels and split as a run splits it.
+struct ReferenceImages {
+    var fashionMNISTDirectory = FashionMNIST.directory
+    /// A JSONL manifest (ImageFolder) whose records all have labels; nil: Fashion-MNIST.
+    var manifest: String? = nil
+    var channels = 1
+    /// The classes' names in label order (Fashion-MNIST's for Fashion-MNIST; may be empty for a folder).
+    var classNames = FashionMNIST.classNames
+    /// What its metrics are called: fd_NAME, kid_NAME.
+    var metricName = "fmnist"
+
+    var source: String { manifest ?? "fashion-mnist" }
+
+    func load() throws -> (train: ImageDataset, test: ImageDataset, trainLabels: [Int32], testLabels: [Int32], classCount: Int) {
+        guard let manifest else {
+            let train = try FashionMNIST.load(.train, directory: fashionMNISTDirectory), test = try FashionMNIST.load(.test, directory: fashionMNISTDirectory)
+            return (ImageDataset(train), ImageDataset(test), train.labels, test.labels, FashionMNIST.classNames.count)
+        }
+        let defaults = ExperimentConfig.DataConfig()
+        let folder = try ImageFolder.load(manifest: manifest, side: ReferenceClassifier.side, channels: channels, testShare: defaults.testShare,
+                                          splitSeed: defaults.splitSeed, classCount: classNames.isEmpty ? nil : classNames.count)
+        guard let trainLabels = folder.train.labels, let testLabels = folder.test.labels else {
+            throw TrainingFailure(description: "\(manifest): its records have no \"label\"; a reference classifier learns from labelled images")
+        }
+        let classCount = classNames.isEmpty ? Int((trainLabels + testLabels).max()!) + 1 : classNames.count
+        guard classCount >= 2 else {
+            throw TrainingFailure(description: "\(manifest): every label is 0; a classifier needs at least 2 classes")
+        }
+        return (folder.train, folder.test, trainLabels, testLabels, classCount)
     }
 }

@@ -9,6 +9,18 @@ import Fusion
 enum Report {
     static let metricColumns = ["text_ppl", "fd_fmnist", "kid_fmnist", "t2i_accuracy", "caption_accuracy"]
 
+    /// The columns of a report: the standard metrics, then the distances of any other reference
+    /// classifier a run was measured with (fd_NAME, kid_NAME), in name order.
+    static func metricColumns(_ rows: [Row]) -> [String] {
+        let others = Set(rows.flatMap(\.metrics.keys)).subtracting(metricColumns).sorted()
+        return metricColumns + others
+    }
+
+    /// Whether an eval/ series is a reference classifier's distance (fd_NAME, kid_NAME), not its N or spread.
+    static func isReferenceDistance(_ name: String) -> Bool {
+        (name.hasPrefix("fd_") || name.hasPrefix("kid_")) && !name.hasSuffix("_n") && !name.hasSuffix("_std")
+    }
+
     struct Row {
         let run: String, recipe: String
         let parameters: Int64, nonEmbedding: Int64
@@ -33,20 +45,23 @@ enum Report {
                 return try run.dataset(path).read(as: Double.self).last
             }
             var metrics: [String: Double] = [:]
-            for metric in metricColumns { metrics[metric] = try last("eval/\(metric)") }
+            let distances = try run.exists("eval") ? try run.group("eval").childNames.filter(isReferenceDistance) : []
+            for metric in Set(metricColumns + distances) { metrics[metric] = try last("eval/\(metric)") }
             let step = try run.exists("eval/step") ? (try run.dataset("eval/step").read(as: Int64.self).last ?? 0) : 0
-            var grid: String? = nil, samples: (bytes: [UInt8], shape: [Int], labels: [Int32])? = nil
+            var grid: String? = nil, samples: ReportPage.Samples? = nil
             if try run.exists("samples") {
                 let group = try run.group("samples")
-                // stepN and stepN_labels, N a positive step (checked by ResultsSchema).
+                // stepN and maybe stepN_labels, N a positive step (checked by ResultsSchema).
                 let steps = try group.childNames.filter { !$0.hasSuffix("_labels") }.compactMap { Int($0.dropFirst("step".count)) }
                 if let latest = steps.max().map({ "step\($0)" }) {
                     let bytes = try group.dataset(latest).read(as: UInt8.self)
                     let shape = try group.dataset(latest).shape
                     let images = Tensor(bytes.map { Float($0) / 255 }, shape: shape)
+                    let captions = try Self.sampleCaptions(group, latest, count: shape[0])
                     grid = "\(name)-\(latest).png"
-                    try PNG.writeGrid(images, columns: 10, scale: 3, to: "\(directory)/\(grid!)", overwrite: true)
-                    samples = (bytes, shape, try group.dataset(latest + "_labels").read(as: Int32.self))
+                    try PNG.writeGrid(images, columns: 10, scale: 3, labels: captions.count == shape[0] ? captions : [],
+                                      to: "\(directory)/\(grid!)", overwrite: true)
+                    samples = ReportPage.Samples(bytes: bytes, shape: shape, captions: captions)
                 }
             }
             let loss = try run.exists("train/loss") && run.exists("train/step")
@@ -67,6 +82,20 @@ enum Report {
         return markdown
     }
 
+    /// What each of the `count` samples stepN was prompted with: the logged prompts, or for logs written
+    /// before prompts were, the Fashion-MNIST class of each label.
+    static func sampleCaptions(_ group: HDF5Group, _ name: String, count: Int) throws -> [String] {
+        let dataset = try group.dataset(name)
+        if let prompts = try? dataset.stringAttribute("prompts") {
+            let lines = prompts.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            if lines.count == count { return lines }
+        }
+        guard try group.exists(name + "_labels") else { return [] }
+        return try group.dataset(name + "_labels").read(as: Int32.self).map { label in
+            FashionMNIST.classNames.indices.contains(Int(label)) ? FashionMNIST.classNames[Int(label)] : "class \(label)"
+        }
+    }
+
     /// A metric as the report shows it: 4 significant digits, or scientific notation far from 1; "–" for none.
     static func number(_ value: Double?) -> String {
         guard let value else { return "–" }
@@ -74,15 +103,17 @@ enum Report {
     }
 
     static func render(_ rows: [Row], source: String, commit: String) -> String {
+        let columns = metricColumns(rows)
         var lines = ["# Fusion report", "", "Results: `\(source)` (git \(commit)), \(rows.count) run(s).", "",
-                     "| run | recipe | params (non-emb.) | step | FLOPs counted | FLOPs 6ND | " + metricColumns.joined(separator: " | ") + " |",
-                     "|" + Array(repeating: "---", count: 6 + metricColumns.count).joined(separator: "|") + "|"]
+                     "| run | recipe | params (non-emb.) | step | FLOPs counted | FLOPs 6ND | " + columns.joined(separator: " | ") + " |",
+                     "|" + Array(repeating: "---", count: 6 + columns.count).joined(separator: "|") + "|"]
         for row in rows {
             lines.append("| \(row.run) | \(row.recipe) | \(row.parameters) (\(row.nonEmbedding)) | \(row.step) | "
                          + "\(number(row.flopsCounted)) | \(number(row.flops6ND)) | "
-                         + metricColumns.map { number(row.metrics[$0]) }.joined(separator: " | ") + " |")
+                         + columns.map { number(row.metrics[$0]) }.joined(separator: " | ") + " |")
         }
-        lines += ["", "fd_fmnist and kid_fmnist are computed on the N images recorded beside them in each log (eval/fd_fmnist_n).", ""]
+        lines += ["", "fd_NAME and kid_NAME are computed on the N images recorded beside them in each log (eval/fd_NAME_n), "
+                  + "in the features of the reference classifier the log names (reference_classifier_sha256).", ""]
         let curves = rows.compactMap { row in row.guidance.map { (row.run, $0) } }
         if !curves.isEmpty {
             // Fusion's guidance s in (1 + s)·c − s·u is w = 1 + s in the u + w·(c − u) of the Transfusion and Imagen papers.

@@ -2,17 +2,24 @@
 // SVG, every image embedded as a data: URI), so it can be mailed or committed as it is. It shows what
 // report.md shows — the runs' table and the guidance curves — and adds the training loss of every run
 // over its steps, the final FD against counted FLOPs (log-log, one colour a recipe), and each run's last
-// samples, every image large enough to see and labelled with the class it was prompted with.
+// samples, every image large enough to see and labelled with the caption (or class) it was prompted with.
 import Foundation
 import Fusion
 
 enum ReportPage {
     /// What the page shows of one run beyond its table row.
+    /// Generated images as bytes [N, C, S, S], each with the prompt (or class) it was generated from.
+    struct Samples {
+        let bytes: [UInt8]
+        let shape: [Int]
+        let captions: [String]
+    }
+
     struct RunExtras {
         /// (step, loss) of train/loss.
         let loss: [(Int64, Double)]
-        /// The last samples as bytes [N, C, S, S] with the class each was prompted with.
-        let samples: (bytes: [UInt8], shape: [Int], labels: [Int32])?
+        /// The last samples, if the run logged any.
+        let samples: Samples?
     }
 
     static let recipeColours = ["chameleon": "#1f77b4", "showo": "#d62728", "transfusion": "#2ca02c"]
@@ -75,12 +82,13 @@ enum ReportPage {
     }
 
     static func table(_ rows: [Report.Row]) -> String {
+        let columns = Report.metricColumns(rows)
         var lines = ["<table><tr><th>run</th><th>recipe</th><th>params (non-emb.)</th><th>step</th><th>FLOPs counted</th><th>FLOPs 6ND</th>"
-                     + Report.metricColumns.map { "<th>\($0)</th>" }.joined() + "</tr>"]
+                     + columns.map { "<th>\($0)</th>" }.joined() + "</tr>"]
         for row in rows {
             lines.append("<tr><td>\(escape(row.run))</td><td>\(escape(row.recipe))</td><td>\(row.parameters) (\(row.nonEmbedding))</td>"
                          + "<td>\(row.step)</td><td>\(Report.number(row.flopsCounted))</td><td>\(Report.number(row.flops6ND))</td>"
-                         + Report.metricColumns.map { "<td>\(Report.number(row.metrics[$0]))</td>" }.joined() + "</tr>")
+                         + columns.map { "<td>\(Report.number(row.metrics[$0]))</td>" }.joined() + "</tr>")
         }
         return lines.joined(separator: "\n") + "</table>"
     }
@@ -117,15 +125,14 @@ enum ReportPage {
         return svg.joined(separator: "\n") + "</svg>"
     }
 
-    /// Each sample as an embedded PNG with the name of the class it was prompted with.
-    static func gallery(_ samples: (bytes: [UInt8], shape: [Int], labels: [Int32])) throws -> String {
+    /// Each sample as an embedded PNG with the prompt (or class) it was generated from.
+    static func gallery(_ samples: Samples) throws -> String {
         let (n, c, h, w) = (samples.shape[0], samples.shape[1], samples.shape[2], samples.shape[3])
         var figures: [String] = []
         for i in 0..<n {
             let one = Tensor(samples.bytes[(i * c * h * w)..<((i + 1) * c * h * w)].map { Float($0) / 255 }, shape: [1, c, h, w])
             let png = try PNG.encode(PNG.grid(one, columns: 1, padding: 0))
-            let label = i < samples.labels.count ? samples.labels[i] : -1
-            let name = label >= 0 && Int(label) < FashionMNIST.classNames.count ? FashionMNIST.classNames[Int(label)] : "class \(label)"
+            let name = i < samples.captions.count ? samples.captions[i] : "sample \(i + 1)"
             figures.append("<figure><img src=\"data:image/png;base64,\(png.base64EncodedString())\" alt=\"\(escape(name))\">"
                            + "<figcaption>\(escape(name))</figcaption></figure>")
         }

@@ -9,7 +9,7 @@
 //   /runs/NAME/train/*         1-D series sharing the `step` axis: step int64, the others float64,
 //   /runs/NAME/eval/*          all of one length, steps positive and strictly increasing
 //   /runs/NAME/samples/stepN   uint8 [N, C, S, S], N ≥ 1, C = 1 or 3, S ≥ 1 (images in 0...255)
-//   /runs/NAME/samples/stepN_labels  int32 [N], the class each image was prompted with
+//   /runs/NAME/samples/stepN_labels  int32 [N], the class each image was prompted with (where the data have labels)
 //
 // Members of a run group other than train, eval and samples are not read by Fusion and not checked.
 // No dataset may declare more elements than the file has bytes for (Fusion does not compress), which
@@ -136,7 +136,7 @@ enum ResultsSchema {
         }
     }
 
-    /// samples/: stepN (uint8 [N, C, S, S]) each with its stepN_labels (int32 [N]).
+    /// samples/: stepN (uint8 [N, C, S, S]), each with its stepN_labels (int32 [N]) where the data have labels.
     private static func validateSamples(_ group: HDF5Group, file: String, fileBytes: Int) throws {
         let names = Set(try group.childNames)
         for name in names.sorted() {
@@ -146,9 +146,8 @@ enum ResultsSchema {
                 throw ResultsSchemaError(file: file, object: group.path + "/" + name,
                                          expected: "samples named stepN or stepN_labels (N a positive step)", found: "'\(name)'", advice: damaged)
             }
-            guard names.contains(images), names.contains(images + "_labels") else {
-                let missing = names.contains(images) ? images + "_labels" : images
-                throw ResultsSchemaError(file: file, object: group.path + "/" + missing,
+            guard names.contains(images) else {
+                throw ResultsSchemaError(file: file, object: group.path + "/" + images,
                                          expected: "it beside \(group.path)/\(name)", found: "none", advice: damaged)
             }
             guard name == images else { continue }   // each pair is checked once, from its images
@@ -159,6 +158,7 @@ enum ResultsSchema {
                                          expected: "uint8 images [N, C, S, S] with N ≥ 1, C = 1 or 3, S ≥ 1",
                                          found: "shape \(shape)", advice: damaged)
             }
+            guard names.contains(images + "_labels") else { continue }
             let labels = try dataset(images + "_labels", of: group, file: file, type: .int32, fileBytes: fileBytes)
             guard try labels.shape == [shape[0]] else {
                 throw ResultsSchemaError(file: file, object: labels.path, expected: "int32 [\(shape[0])], a label per image of \(pixels.path)",

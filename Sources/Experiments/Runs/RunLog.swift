@@ -122,12 +122,14 @@ final class RunLog {
         }
     }
 
-    /// Stores generated images [N, 1, S, S] in [0, 1] as uint8 under samples/stepN, with the class each
-    /// was prompted with under samples/stepN_labels.
-    func appendSamples(step: Int, images: Tensor, labels: [Int32]) throws {
+    /// Stores generated images [N, C, S, S] in [0, 1] as uint8 under samples/stepN, the caption each was
+    /// prompted with as its attribute `prompts` (one per line), and where the data have labels, the class
+    /// each was prompted with under samples/stepN_labels.
+    func appendSamples(step: Int, images: Tensor, labels: [Int32]?, prompts: [String]) throws {
         let bytes = (0..<images.count).map { UInt8((min(max(images.data[$0], 0), 1) * 255).rounded()) }
-        try run.createDataset("samples/step\(step)", values: bytes, shape: images.shape)
-        try run.createDataset("samples/step\(step)_labels", values: labels, shape: [labels.count])
+        let samples = try run.createDataset("samples/step\(step)", values: bytes, shape: images.shape)
+        try samples.setAttribute("prompts", prompts.map { $0.replacingOccurrences(of: "\n", with: " ") }.joined(separator: "\n"))
+        if let labels { try run.createDataset("samples/step\(step)_labels", values: labels, shape: [labels.count]) }
     }
 
     /// Appends one row of values to `train/` or `eval/` (datasets are made on first use).

@@ -43,9 +43,9 @@ struct Evaluation {
                 try log.append("eval_guidance", step: step, [("guidance_scale", Double(scale))] + result.values)
                 guard scale == config.eval.guidanceScale, let samples = result.samples else { continue }
                 values += result.values
-                let labels = Array(data.test.labels.prefix(samples.shape[0]))
-                try PNG.writeGrid(samples, columns: 10, scale: 3, to: samplesPath, overwrite: true)
-                try log.appendSamples(step: step, images: samples, labels: labels)
+                let prompts = (0..<samples.shape[0]).map { data.captionText(data.test, index: $0, variant: 0) }
+                try PNG.writeGrid(samples, columns: 10, scale: 3, labels: prompts, to: samplesPath, overwrite: true)
+                try log.appendSamples(step: step, images: samples, labels: data.test.labels.map { Array($0.prefix(samples.shape[0])) }, prompts: prompts)
             }
         }
         return values  // text_ppl, the image metrics at eval.guidance_scale, caption_accuracy: the parts' order
@@ -55,23 +55,32 @@ struct Evaluation {
     func compute(_ part: EvaluationPart) throws -> EvaluationPart.Result {
         switch part {
         case .textPerplexity: return EvaluationPart.Result(values: [("text_ppl", textPerplexity())])
-        case .captions: return EvaluationPart.Result(values: [("caption_accuracy", try captionAccuracy())])
+        case .captions:
+            guard coverage.scoresCaptions else { return EvaluationPart.Result(values: []) }
+            return EvaluationPart.Result(values: [("caption_accuracy", try captionAccuracy())])
         case .images(let scale):
             let n = min(config.eval.images, data.test.count)
-            let labels = Array(data.test.labels.prefix(n))
-            let reference = try self.metrics.outputs(data.test.images.narrow(axis: 0, start: 0, length: n))
             let images = try generateImages(count: n, guidanceScale: scale)
-            let generated = try self.metrics.outputs(images)
-            var row = try self.metrics.fdFMNIST(generated: generated, real: reference).logRow
-            // KID over 100 random half-size subsets (Bińkowski et al. 2018 §4 use subsets of 1,000): with the
-            // subset as large as the set, every subset would be the same and the spread would say nothing.
-            row += try self.metrics.kidFMNIST(generated: generated, real: reference,
-                                              kid: KernelInceptionDistance(subsetSize: min(n / 2, 1000), subsetCount: 100, seed: config.seed)).logRow
-            row += try self.metrics.t2iAccuracy(images: images, promptedLabels: labels).logRow
+            var row: [(String, Double)] = []
+            if coverage.readsImages {
+                let reference = try self.metrics.outputs(data.test.images.narrow(axis: 0, start: 0, length: n))
+                let generated = try self.metrics.outputs(images)
+                row += try self.metrics.frechetDistance(generated: generated, real: reference).logRow
+                // KID over 100 random half-size subsets (Bińkowski et al. 2018 §4 use subsets of 1,000): with the
+                // subset as large as the set, every subset would be the same and the spread would say nothing.
+                row += try self.metrics.kernelDistance(generated: generated, real: reference,
+                                                  kid: KernelInceptionDistance(subsetSize: min(n / 2, 1000), subsetCount: 100, seed: config.seed)).logRow
+            }
+            if coverage.readsLabels, let labels = data.test.labels {
+                row += try self.metrics.t2iAccuracy(images: images, promptedLabels: Array(labels.prefix(n))).logRow
+            }
             let shown = scale == config.eval.guidanceScale ? images.narrow(axis: 0, start: 0, length: min(n, 20)) : nil
             return EvaluationPart.Result(values: row, samples: shown)
         }
     }
+
+    /// Which image and caption metrics this data and reference classifier allow.
+    var coverage: MetricCoverage { MetricCoverage(metrics: metrics, data: data) }
 
     /// Perplexity of the held-out plays: exp of the mean next-token cross-entropy over the first
     /// `eval.textTokens` tokens, cut into documents that fill a context each. The cross-entropy alone:
@@ -124,7 +133,7 @@ struct Evaluation {
         return images
     }
 
-    /// Share of the first M test images whose greedy caption names their class.
+    /// Share of the first M test images whose greedy caption names their class (data.classNames).
     func captionAccuracy() throws -> Double {
         let m = min(config.eval.captions, data.test.count)
         var generator = RandomGenerator(seed: config.seed).split(key: "captions")
@@ -136,7 +145,8 @@ struct Evaluation {
             var options = TokenSamplingOptions()
             options.temperature = 0
             let captions = try model.caption(images: images, maxTokens: config.eval.captionTokens, options: options, generator: &generator)
-            for (i, ids) in captions.enumerated() where Captions.className(in: data.tokenizer.decode(ids)) == Int(data.test.labels[start + i]) {
+            let labels = data.test.labels!  // scoresCaptions: there are labels
+            for (i, ids) in captions.enumerated() where data.className(in: data.tokenizer.decode(ids)) == Int(labels[start + i]) {
                 correct += 1
             }
             progress.evaluating("captions", done: start + count, of: m)

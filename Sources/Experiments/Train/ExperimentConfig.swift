@@ -24,9 +24,27 @@ struct ExperimentConfig: Configuration, Equatable {
 
     struct DataConfig: Codable, Equatable {
         enum CodingKeys: String, CodingKey {
+            case images, text, classes, reference, testShare = "test_share", splitSeed = "split_seed"
             case textShare = "text_share", imageFirstShare = "image_first_share", trainImages = "train_images"
             case cacheDirectory = "cache_directory"
         }
+        /// The images: `fashion-mnist` (built in, captions generated from the pixels), or the path of a
+        /// JSONL manifest of a PNG folder with captions (Data/ImageFolder.swift).
+        var images = DataConfig.fashionMNIST
+        /// The text-only documents: `shakespeare` (built in), a folder of .txt files or a .jsonl file of
+        /// {"text": …} lines (Data/TextCorpus.swift).
+        var text = TextCorpus.builtIn
+        /// Names of the manifest's labels 0…K−1, which caption_accuracy looks for in generated captions
+        /// ([]: the labels have no names; Fashion-MNIST's built-in images name their own). A list equal to
+        /// Fashion-MNIST's class names is read with its synonyms, as the built-in images are.
+        var classes: [String] = []
+        /// Weights of the reference classifier behind fd_NAME, kid_NAME and t2i_accuracy: the committed
+        /// Fashion-MNIST one, or one `fusion reference train --images` trained on your labelled images.
+        var reference = ReferenceClassifier.committedPath
+        /// Share of a manifest's records held out as the test split when no record names its split.
+        var testShare: Float = 0.1
+        /// Seed of that held-out choice (apart from `seed`, so that runs of several seeds share a split).
+        var splitSeed: UInt64 = 0
         /// Share of training tokens that come from text-only documents (Shakespeare's training plays).
         var textShare: Float = 0.25
         /// Share of image–caption documents with the image first (understanding); the rest are caption
@@ -34,10 +52,13 @@ struct ExperimentConfig: Configuration, Equatable {
         /// whose Chameleon baseline saw the same data; Chameleon's own rotation is 0.5. Each run logs the
         /// share of its image documents that follow their caption (train/image_conditioned_share).
         var imageFirstShare: Float = 0.2
-        /// Use only the first N training images (0: all 60,000).
+        /// Use only the first N training images (0: all of them; Fashion-MNIST has 60,000).
         var trainImages = 0
         /// Where prepared data (codes/latents of the training set, the tokenizer) are cached.
         var cacheDirectory = "runs/cache"
+
+        static let fashionMNIST = "fashion-mnist"
+        var usesFashionMNIST: Bool { images == Self.fashionMNIST }
     }
 
     struct TokenizerConfig: Codable, Equatable {
@@ -122,7 +143,14 @@ struct ExperimentConfig: Configuration, Equatable {
         try require(!name.isEmpty && !name.contains("/"), "name", name, "must be non-empty and without '/'")
         try require((0...1).contains(data.textShare), "data.text_share", data.textShare, "must lie in [0, 1]")
         try require((0...1).contains(data.imageFirstShare), "data.image_first_share", data.imageFirstShare, "must lie in [0, 1]")
-        try require(data.trainImages >= 0, "data.train_images", data.trainImages, "must be ≥ 0 (0 means all 60,000)")
+        try require(data.trainImages >= 0, "data.train_images", data.trainImages, "must be ≥ 0 (0 means all)")
+        try require(data.testShare > 0 && data.testShare < 1, "data.test_share", data.testShare, "must lie strictly between 0 and 1")
+        try require(data.usesFashionMNIST || data.images.hasSuffix(".jsonl"), "data.images", data.images,
+                    "must be \(DataConfig.fashionMNIST) or the path of a JSONL manifest (….jsonl)")
+        try require(data.classes.isEmpty || !data.usesFashionMNIST, "data.classes", data.classes,
+                    "must be [] with the built-in Fashion-MNIST images, which name their own classes")
+        try require(Set(data.classes).count == data.classes.count && data.classes.allSatisfy { !$0.isEmpty }, "data.classes", data.classes,
+                    "must list distinct, non-empty names")
         try require(tokenizer.vocabularySize >= 256 + SpecialToken.allCases.count + 1, "tokenizer.vocabulary_size", tokenizer.vocabularySize,
                     "must exceed 256 bytes + \(SpecialToken.allCases.count) special tokens")
         try require(tokenizer.trainingCharacters >= 0, "tokenizer.training_characters", tokenizer.trainingCharacters, "must be ≥ 0 (0 means all)")

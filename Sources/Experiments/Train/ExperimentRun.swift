@@ -91,8 +91,10 @@ enum ExperimentRun {
                          + "\(config.train.checkpointEvery)); starting from step 0")
         }
 
-        let reference = try ReferenceClassifier.loadCommitted()
+        let reference = try ReferenceClassifier.loadCommitted(path: config.data.reference)
         let data = try MultimodalData(config: config, log: progress.say)
+        let coverage = MetricCoverage(metrics: ImageMetrics(reference), data: data)
+        if !config.data.usesFashionMNIST { progress.say("fusion train: \(coverage.description)") }
         var recipe = config.recipe
         recipe.imageGrid = data.autoencoder.gridSide
         if recipe.imageObjective.usesCodes { recipe.imageCodes = data.autoencoder.codebookSize } else { recipe.latentChannels = data.autoencoder.latentChannels }
@@ -150,7 +152,8 @@ enum ExperimentRun {
                              attributes: ["parameter_count": Int64(model.parameterCount),
                                           "non_embedding_parameter_count": Int64(nonEmbedding),
                                           "tokens_per_step": Int64(tokensPerStep)],
-                             strings: ["autoencoder": data.autoencoderPath, "autoencoder_sha256": data.autoencoderSHA256],
+                             strings: ["autoencoder": data.autoencoderPath, "autoencoder_sha256": data.autoencoderSHA256,
+                                       "image_metrics": coverage.description],
                              overwrite: overwrite || resume)
             try reference.record(in: fresh.run)
             log = fresh

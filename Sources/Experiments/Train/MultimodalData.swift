@@ -1,18 +1,20 @@
 // The data of an experiment, prepared once per run (and cached across runs): the BPE tokenizer
-// trained on the training plays and captions, the tokenized plays (training and held-out), and the
-// Fashion-MNIST images with their autoencoder codes or latents (DESIGN.md, "Data").
+// trained on the training text and captions, the tokenized text (training and held-out), and the
+// images with their autoencoder codes or latents (DESIGN.md, "Data"). The images and the text come
+// from `data.images` and `data.text`: the built-in Fashion-MNIST and Shakespeare, or your own folders.
 import Foundation
 import Fusion
 
 final class MultimodalData {
     struct ImageSplit {
-        /// [N, 1, 32, 32] in [0, 1].
-        let images: Tensor
-        let labels: [Int32]
+        /// The images [N, C, S, S] in [0, 1], their labels (if any) and captions.
+        let dataset: ImageDataset
         /// N × (h·w) codes (discrete recipes) or latents [N, C, h, w] (Transfusion).
         let codes: [[Int32]]?
         let latents: Tensor?
-        var count: Int { labels.count }
+        var images: Tensor { dataset.images }
+        var labels: [Int32]? { dataset.labels }
+        var count: Int { dataset.count }
     }
 
     let tokenizer: BPETokenizer
@@ -24,6 +26,8 @@ final class MultimodalData {
     let heldOutText: [Int32]
     let train: ImageSplit
     let test: ImageSplit
+    /// The names of the label classes (empty: the images have no labels, or their labels no names).
+    let classNames: [String]
 
     /// Bumped when anything that goes into a cached file changes meaning.
     static let cacheVersion = 1
@@ -39,34 +43,37 @@ final class MultimodalData {
         if usesCodes && autoencoder.config.kind == .kl {
             throw ConfigurationError("autoencoder.codes: \(autoencoderPath) holds a KL autoencoder; recipe '\(config.recipe.recipe)' needs image codes (a vq or lfq autoencoder)")
         }
-        let corpus = try ShakespeareCorpus.load()
-        let trainSet = try FashionMNIST.load(.train)
-        let testSet = try FashionMNIST.load(.test)
+        let corpus = try TextCorpus.load(config.data.text)
+        let (trainSet, testSet, imagesKey) = try Self.loadImages(config.data, autoencoder: autoencoder.config, path: autoencoderPath)
+        classNames = config.data.usesFashionMNIST ? FashionMNIST.classNames : config.data.classes
         let trainCount = config.data.trainImages == 0 ? trainSet.count : min(config.data.trainImages, trainSet.count)
+        let trainImages = trainSet.prefix(trainCount)
 
-        // The tokenizer: learned from the training plays (capped) and a sample of captions.
+        // The tokenizer: learned from the training text (capped) and every 12th training caption,
+        // cached under a digest of exactly those texts.
         let cache = config.data.cacheDirectory
         try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)
-        let tokenizerPath = "\(cache)/tokenizer-v\(config.tokenizer.vocabularySize)-c\(config.tokenizer.trainingCharacters)-\(Self.cacheVersion).h5"
         if let saved {
             tokenizer = saved
-        } else if FileManager.default.fileExists(atPath: tokenizerPath) {
-            let file = try HDF5File.open(tokenizerPath)
-            tokenizer = try BPETokenizer.read(from: file.root)
         } else {
-            let started = Date()
             var text = corpus.trainingText
             if config.tokenizer.trainingCharacters > 0 && text.count > config.tokenizer.trainingCharacters {
                 text = String(text.prefix(config.tokenizer.trainingCharacters))
             }
-            var captions: [String] = []
-            for index in stride(from: 0, to: trainSet.count, by: 12) {
-                captions.append(Self.captionText(trainSet, index: index, variant: index))
+            let captions = stride(from: 0, to: trainImages.count, by: 12).map { trainImages.captionText(index: $0, variant: $0) }
+            var digest = SHA256()
+            for piece in [text] + captions { digest.update(piece.utf8); digest.update([0]) }
+            let tokenizerPath = "\(cache)/tokenizer-v\(config.tokenizer.vocabularySize)-\(SHA256.hex(digest.finalize()).prefix(16))-\(Self.cacheVersion).h5"
+            if FileManager.default.fileExists(atPath: tokenizerPath) {
+                let file = try HDF5File.open(tokenizerPath)
+                tokenizer = try BPETokenizer.read(from: file.root)
+            } else {
+                let started = Date()
+                let trained = BPETokenizer.train(texts: [text] + captions, vocabularySize: config.tokenizer.vocabularySize)
+                try Self.writeCache(tokenizerPath) { try trained.write(to: $0) }
+                tokenizer = trained
+                log(String(format: "tokenizer: %d ids trained in %.1f s (cached in %@)", tokenizer.vocabularySize, Date().timeIntervalSince(started), tokenizerPath))
             }
-            let trained = BPETokenizer.train(texts: [text] + captions, vocabularySize: config.tokenizer.vocabularySize)
-            try Self.writeCache(tokenizerPath) { try trained.write(to: $0) }
-            tokenizer = trained
-            log(String(format: "tokenizer: %d ids trained in %.1f s (cached in %@)", tokenizer.vocabularySize, Date().timeIntervalSince(started), tokenizerPath))
         }
         vocabulary = Vocabulary(textSize: tokenizer.vocabularySize, imageCodes: usesCodes ? autoencoder.codebookSize : 0,
                                 bos: tokenizer.id(.bos), eos: tokenizer.id(.eos), pad: tokenizer.id(.pad), boi: tokenizer.id(.boi),
@@ -74,29 +81,51 @@ final class MultimodalData {
         trainText = tokenizer.encode(corpus.trainingText)
         heldOutText = tokenizer.encode(corpus.heldOutText)
 
-        // Images through the autoencoder, cached per autoencoder file.
-        let key = "\(cache)/\(usesCodes ? "codes" : "latents")-\(autoencoderSHA256.prefix(16))-\(Self.cacheVersion)"
-        train = try Self.encode(trainSet, count: trainCount, autoencoder: autoencoder, usesCodes: usesCodes,
+        // Images through the autoencoder, cached per autoencoder file and image source.
+        let key = "\(cache)/\(usesCodes ? "codes" : "latents")-\(autoencoderSHA256.prefix(16))\(imagesKey)-\(Self.cacheVersion)"
+        train = try Self.encode(trainImages, autoencoder: autoencoder, usesCodes: usesCodes,
                                 cachePath: "\(key)-train-\(trainCount).h5", log: log)
         // Only the evaluation sets' images of the test split are used: the first N of them.
         let testCount = min(testSet.count, max(config.eval.images, config.eval.captions))
-        test = try Self.encode(testSet, count: testCount, autoencoder: autoencoder, usesCodes: usesCodes,
+        test = try Self.encode(testSet.prefix(testCount), autoencoder: autoencoder, usesCodes: usesCodes,
                                cachePath: "\(key)-test-\(testCount).h5", log: log)
     }
 
-    static func captionText(_ set: FashionMNIST.Set, index: Int, variant: Int) -> String {
-        let side = set.side
-        return Captions.caption(for: set.images.data + index * side * side, side: side, label: Int(set.labels[index]),
-                                variant: variant % Captions.variantCount)
+    /// The training and test images of `data`, at the autoencoder's side and channels, and the part of
+    /// the cache names that tells image sources apart ("" for Fashion-MNIST, whose names it keeps).
+    static func loadImages(_ data: ExperimentConfig.DataConfig, autoencoder: AutoencoderConfig,
+                           path: String) throws -> (train: ImageDataset, test: ImageDataset, cacheKey: String) {
+        if data.usesFashionMNIST {
+            let train = try FashionMNIST.load(.train), test = try FashionMNIST.load(.test)
+            guard autoencoder.imageChannels == 1 && autoencoder.imageSide == train.side else {
+                throw ConfigurationError("\(path) takes \(autoencoder.imageChannels)×\(autoencoder.imageSide)×\(autoencoder.imageSide) images, "
+                                         + "but Fashion-MNIST's are 1×\(train.side)×\(train.side); use an autoencoder trained on them, "
+                                         + "or set data.images to a manifest of your own images")
+            }
+            return (ImageDataset(train), ImageDataset(test), "")
+        }
+        let folder = try ImageFolder.load(manifest: data.images, side: autoencoder.imageSide, channels: autoencoder.imageChannels,
+                                          testShare: data.testShare, splitSeed: data.splitSeed,
+                                          classCount: data.classes.isEmpty ? nil : data.classes.count)
+        return (folder.train, folder.test, "-images-\(folder.digest.prefix(16))")
     }
 
     /// Caption `variant` of image `index` of a split (variants beyond the phrasings wrap around).
     func captionText(_ split: ImageSplit, index: Int, variant: Int) -> String {
-        let side = split.images.shape[2]
-        return withExtendedLifetime(split.images) {
-            Captions.caption(for: split.images.data + index * side * side, side: side, label: Int(split.labels[index]),
-                             variant: variant % Captions.variantCount)
+        split.dataset.captionText(index: index, variant: variant)
+    }
+
+    /// The class a caption names, if it names exactly one of `classNames` (nil also when there are none).
+    /// Fashion-MNIST's names are read with their synonyms (Captions.className); others as whole words.
+    func className(in caption: String) -> Int? {
+        if classNames == FashionMNIST.classNames { return Captions.className(in: caption) }
+        let words = caption.lowercased().split { !($0.isLetter || $0.isNumber || $0 == "-") }.joined(separator: " ")
+        let padded = " \(words) "
+        let found = classNames.indices.filter { index in
+            let name = classNames[index].lowercased().split { !($0.isLetter || $0.isNumber || $0 == "-") }.joined(separator: " ")
+            return !name.isEmpty && padded.contains(" \(name) ")
         }
+        return found.count == 1 ? found[0] : nil
     }
 
     func content(_ split: ImageSplit, index: Int) -> ImageContent {
@@ -108,12 +137,10 @@ final class MultimodalData {
         return .latents(one)
     }
 
-    private static func encode(_ set: FashionMNIST.Set, count: Int, autoencoder: ConvAutoencoder, usesCodes: Bool,
+    private static func encode(_ set: ImageDataset, autoencoder: ConvAutoencoder, usesCodes: Bool,
                                cachePath: String, log: (String) -> Void) throws -> ImageSplit {
-        let side = set.side, size = side * side
-        let images = Tensor(uninitializedShape: [count, 1, side, side])
-        images.data.update(from: set.images.data, count: count * size)
-        let labels = Array(set.labels.prefix(count))
+        let images = set.images, count = set.count
+        let size = set.channels * set.side * set.side
         if FileManager.default.fileExists(atPath: cachePath) {
             let file = try HDF5File.open(cachePath)
             let stored = try file.root.dataset("encoded").readTensor()
@@ -123,9 +150,9 @@ final class MultimodalData {
             if usesCodes {
                 let perImage = stored.count / count
                 let codes = (0..<count).map { n in (0..<perImage).map { Int32(stored.data[n * perImage + $0]) } }
-                return ImageSplit(images: images, labels: labels, codes: codes, latents: nil)
+                return ImageSplit(dataset: set, codes: codes, latents: nil)
             }
-            return ImageSplit(images: images, labels: labels, codes: nil, latents: stored)
+            return ImageSplit(dataset: set, codes: nil, latents: stored)
         }
         let started = Date()
         var codes: [[Int32]] = []
@@ -134,7 +161,7 @@ final class MultimodalData {
         withoutGradients {
             for start in stride(from: 0, to: count, by: chunk) {
                 let n = min(chunk, count - start)
-                let batch = Tensor(uninitializedShape: [n, 1, side, side])
+                let batch = Tensor(uninitializedShape: [n, set.channels, set.side, set.side])
                 batch.data.update(from: images.data + start * size, count: n * size)
                 if usesCodes { codes += autoencoder.encodeToCodes(batch) } else { latentChunks.append(autoencoder.encodeToLatents(batch)) }
             }
@@ -148,8 +175,8 @@ final class MultimodalData {
         }
         try Self.writeCache(cachePath) { try $0.createDataset("encoded", tensor: stored) }
         log(String(format: "autoencoder: %d images encoded in %.1f s (cached in %@)", count, Date().timeIntervalSince(started), cachePath))
-        return usesCodes ? ImageSplit(images: images, labels: labels, codes: codes, latents: nil)
-            : ImageSplit(images: images, labels: labels, codes: nil, latents: stored)
+        return usesCodes ? ImageSplit(dataset: set, codes: codes, latents: nil)
+            : ImageSplit(dataset: set, codes: nil, latents: stored)
     }
 
     /// Writes a cache file whole or not at all: into this process's own temporary file, then renamed

@@ -186,10 +186,15 @@ public enum PNG {
     /// when N < columns), `padding` pixels of `border` around and between them, the last row's empty
     /// slots filled with `border`. Values are clamped to `range` and mapped linearly onto 0...255
     /// (rounded to nearest; NaN becomes 0). Image n sits in grid row n / columns, column n % columns,
-    /// with its top-left pixel at (padding + column·(W·scale + padding), padding + row·(H·scale + padding)),
+    /// with its top-left pixel at (padding + column·(W·scale + padding), padding + row·(H·scale + L + padding)),
+    /// L the height of the labels (0 without),
     /// each of its pixels drawn as a `scale` × `scale` square (so a 28-pixel image can be seen).
     /// To show originals above reconstructions, pass them as consecutive images with `columns` = the
     /// number in each group.
+    ///
+    /// With `labels` (one per image), each image has its label written below it in the 5×7 font
+    /// (black on a light border, white on a dark one), wrapped at spaces to the image's width, in at most
+    /// `labelLines` lines; every row of the grid leaves room for its longest label.
     ///
     /// The default border is white, which stands out against Fashion-MNIST's black backgrounds.
     ///
@@ -197,7 +202,8 @@ public enum PNG {
     /// layout arguments: images can come from a file (a run's samples), so their shape is checked here
     /// rather than trusted.
     public static func grid(_ images: Tensor, columns: Int, padding: Int = 2, scale: Int = 1,
-                            range: ClosedRange<Float> = 0...1, border: UInt8 = 255) throws -> Image8 {
+                            range: ClosedRange<Float> = 0...1, border: UInt8 = 255,
+                            labels: [String] = [], labelLines: Int = 4) throws -> Image8 {
         func invalid(_ reason: String) -> PNGError { .invalidGrid(shape: images.shape, reason: reason) }
         guard images.rank == 4 else { throw invalid("expected images [N, C, H, W]; reshape a single image to [1, C, H, W]") }
         let (n, c, h, w) = (images.shape[0], images.shape[1], images.shape[2], images.shape[3])
@@ -218,8 +224,13 @@ public enum PNG {
             let (total, o3) = cells.addingReportingOverflow(gaps)
             return o1 || o2 || o3 ? nil : total
         }
-        let (scaledWidth, o3) = w.multipliedReportingOverflow(by: scale), (scaledHeight, o4) = h.multipliedReportingOverflow(by: scale)
-        guard !o3, !o4, let width = span(gridColumns, scaledWidth), let height = span(gridRows, scaledHeight),
+        guard labels.isEmpty || labels.count == n else { throw invalid("\(labels.count) labels for \(n) images; give one per image, or none") }
+        guard labelLines >= 1 else { throw invalid("labelLines \(labelLines) must be at least 1") }
+        let (scaledWidth, o3) = w.multipliedReportingOverflow(by: scale), (imageHeight, o4) = h.multipliedReportingOverflow(by: scale)
+        let wrapped = labels.map { Image8.wrap($0, width: max(1, (scaledWidth + 1) / Image8.characterAdvance), lines: labelLines) }
+        let labelHeight = wrapped.isEmpty ? 0 : 2 + (wrapped.map(\.count).max() ?? 0) * Image8.lineAdvance
+        let (scaledHeight, o5) = imageHeight.addingReportingOverflow(labelHeight)
+        guard !o3, !o4, !o5, let width = span(gridColumns, scaledWidth), let height = span(gridRows, scaledHeight),
               case let (pixels, o1) = width.multipliedReportingOverflow(by: height), !o1,
               case let (bytes, o2) = pixels.multipliedReportingOverflow(by: c), !o2, bytes <= Int(Int32.max) else {
             throw invalid("the grid would be too large to hold (over 2 GiB)")
@@ -234,7 +245,7 @@ public enum PNG {
                 let y0 = padding + (i / columns) * (scaledHeight + padding)
                 for ch in 0..<c {
                     let plane = src + (i * c + ch) * h * w  // [H, W]
-                    for y in 0..<scaledHeight {
+                    for y in 0..<imageHeight {
                         let rowStart = ((y0 + y) * width + x0) * c + ch, sourceRow = plane + (y / scale) * w
                         for x in 0..<scaledWidth {
                             dst[rowStart + x * c] = toByte(sourceRow[x / scale], low: low, scale: byteScale)
@@ -243,14 +254,21 @@ public enum PNG {
                 }
             }
         }
+        for (i, lines) in wrapped.enumerated() {
+            let x0 = padding + (i % columns) * (scaledWidth + padding)
+            let y0 = padding + (i / columns) * (scaledHeight + padding) + imageHeight + 2
+            for (index, line) in lines.enumerated() {
+                out.draw(line, x: x0, y: y0 + index * Image8.lineAdvance, value: border > 127 ? 0 : 255)
+            }
+        }
         return out
     }
 
     /// `grid(...)` written to `path` (see `grid` for the layout and `write` for `overwrite`).
     public static func writeGrid(_ images: Tensor, columns: Int, padding: Int = 2, scale: Int = 1,
-                                 range: ClosedRange<Float> = 0...1, border: UInt8 = 255,
+                                 range: ClosedRange<Float> = 0...1, border: UInt8 = 255, labels: [String] = [],
                                  to path: String, overwrite: Bool) throws {
-        let image = try grid(images, columns: columns, padding: padding, scale: scale, range: range, border: border)
+        let image = try grid(images, columns: columns, padding: padding, scale: scale, range: range, border: border, labels: labels)
         try write(image, to: path, overwrite: overwrite)
     }
 

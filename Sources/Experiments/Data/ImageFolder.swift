@@ -1,0 +1,203 @@
+// Your own images: a JSONL manifest beside a folder of PNG files (`data.images: path/manifest.jsonl`).
+//
+// One JSON object per line (blank lines are skipped):
+//   {"image": "train/00001.png", "caption": "a red shoe", "label": 3, "split": "train"}
+// - image:    path of a PNG file (grey, RGB, palette, with or without alpha, 8 or 16 bits), relative to
+//             the manifest's directory (or absolute).
+// - caption:  the image's caption, used as given; or "captions": a list of phrasings, which the training
+//             documents rotate through as they do Fashion-MNIST's generated phrasings (evaluation uses the first).
+// - label:    optional class index ≥ 0 (all records or none); names come from `data.classes`.
+// - split:    optional "train" or "test" (all records or none); without it a seeded share of the records
+//             (data.test_share, data.split_seed) is held out as the test split.
+// Any other key is refused, so a misspelt key cannot be silently ignored.
+//
+// Every image is centre-cropped to a square and resampled to the autoencoder's side by area averaging
+// (each output pixel the mean of the source area it covers; an image of the right size passes through
+// unchanged), then brought to the autoencoder's channels (grey → RGB repeats the grey; RGB → grey is
+// luma, ITU-R BT.601: 0.299 R + 0.587 G + 0.114 B). Errors name the manifest line and the file.
+import Foundation
+import Fusion
+
+enum ImageFolder {
+    struct Failure: Error, CustomStringConvertible { let description: String }
+
+    /// A manifest's train and test splits, and a digest of everything read (the manifest and every image
+    /// file's bytes), which keys the caches built from them.
+    struct Loaded {
+        let train: ImageDataset
+        let test: ImageDataset
+        let digest: String
+    }
+
+    private struct Record {
+        let line: Int
+        let image: String
+        let captions: [String]
+        let label: Int32?
+        let split: String?
+    }
+
+    static let keys: Set<String> = ["image", "caption", "captions", "label", "split"]
+
+    /// Reads `manifest` and every image it names. `classCount`: labels must lie below it (nil: any ≥ 0).
+    static func load(manifest: String, side: Int, channels: Int, testShare: Float, splitSeed: UInt64,
+                     classCount: Int?) throws -> Loaded {
+        guard let data = FileManager.default.contents(atPath: manifest) else {
+            let exists = FileManager.default.fileExists(atPath: manifest)
+            throw Failure(description: "data.images: \(manifest) \(exists ? "cannot be read" : "does not exist"); give the path of a JSONL manifest "
+                          + "(one {\"image\": …, \"caption\": …} per line), or fashion-mnist for the built-in images")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw Failure(description: "\(manifest): not UTF-8 text; a manifest is JSON Lines")
+        }
+        var digest = SHA256()
+        digest.update(data)
+        let records = try parse(text, manifest: manifest, classCount: classCount)
+        let directory = (manifest as NSString).deletingLastPathComponent
+
+        let images = Tensor(uninitializedShape: [records.count, channels, side, side])
+        for (n, record) in records.enumerated() {
+            let path = record.image.hasPrefix("/") ? record.image : (directory as NSString).appendingPathComponent(record.image)
+            guard let bytes = FileManager.default.contents(atPath: path) else {
+                throw Failure(description: "\(manifest):\(record.line): image \(path) does not exist or cannot be read")
+            }
+            digest.update(bytes)
+            let picture: Image8
+            do { picture = try PNG.read(path) } catch {
+                throw Failure(description: "\(manifest):\(record.line): \(error)")
+            }
+            guard picture.width > 0, picture.height > 0 else {
+                throw Failure(description: "\(manifest):\(record.line): \(path) has no pixels")
+            }
+            resample(picture, side: side, channels: channels, into: images.data + n * channels * side * side)
+        }
+
+        let isTest: [Bool]
+        if records.first?.split != nil {
+            isTest = records.map { $0.split == "test" }
+        } else {
+            let testCount = Int((Double(testShare) * Double(records.count)).rounded())
+            var generator = RandomGenerator(seed: splitSeed).split(key: "test-split")
+            var held = [Bool](repeating: false, count: records.count)
+            for index in generator.permutation(records.count).prefix(testCount) { held[index] = true }
+            isTest = held
+        }
+        func subset(_ test: Bool) throws -> ImageDataset {
+            let chosen = records.indices.filter { isTest[$0] == test }
+            guard !chosen.isEmpty else {
+                throw Failure(description: "\(manifest): no \(test ? "test" : "training") images (\(records.count) records"
+                              + (records.first?.split != nil ? ", split by their \"split\" fields)" : ", data.test_share = \(testShare))")
+                              + "; both splits need at least one")
+            }
+            let size = channels * side * side
+            let part = Tensor(uninitializedShape: [chosen.count, channels, side, side])
+            for (i, n) in chosen.enumerated() { (part.data + i * size).update(from: images.data + n * size, count: size) }
+            let labels = records[0].label == nil ? nil : chosen.map { records[$0].label! }
+            return ImageDataset(images: part, labels: labels, captions: .given(chosen.map { records[$0].captions }))
+        }
+        return Loaded(train: try subset(false), test: try subset(true), digest: SHA256.hex(digest.finalize()))
+    }
+
+    /// The manifest's records, each checked: keys, types, and labels and splits on all records or none.
+    private static func parse(_ text: String, manifest: String, classCount: Int?) throws -> [Record] {
+        var records: [Record] = []
+        for (offset, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = offset + 1
+            let trimmed = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+            if trimmed.isEmpty { continue }
+            func fail(_ reason: String) -> Failure { Failure(description: "\(manifest):\(line): \(reason)") }
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(trimmed.utf8))) as? [String: Any] else {
+                throw fail("not a JSON object; each line is one {\"image\": \"…png\", \"caption\": \"…\"}")
+            }
+            let unknown = Set(object.keys).subtracting(keys)
+            guard unknown.isEmpty else {
+                throw fail("unknown key\(unknown.count == 1 ? "" : "s") \(unknown.sorted().joined(separator: ", ")); a record has \(keys.sorted().joined(separator: ", "))")
+            }
+            guard let image = object["image"] as? String, !image.isEmpty else {
+                throw fail("\"image\" must be the path of a PNG file (relative to the manifest's directory)")
+            }
+            var captions: [String]
+            switch (object["caption"], object["captions"]) {
+            case (let one as String, nil): captions = [one]
+            case (nil, let many as [Any]):
+                captions = many.compactMap { $0 as? String }
+                guard captions.count == many.count else { throw fail("\"captions\" must be a list of strings") }
+            case (nil, nil): throw fail("no caption: give \"caption\" (a string) or \"captions\" (a list of strings)")
+            case (.some, .some): throw fail("give \"caption\" or \"captions\", not both")
+            default: throw fail("\"caption\" must be a string")
+            }
+            guard !captions.isEmpty, captions.allSatisfy({ !$0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty }) else {
+                throw fail("captions must not be empty")
+            }
+            var label: Int32? = nil
+            if let value = object["label"] {
+                // JSONSerialization gives an NSNumber for 3, 3.5 and true alike (a boolean's type code is "c");
+                // only a whole number is a class.
+                guard let number = value as? NSNumber, String(cString: number.objCType) != "c",
+                      let whole = Int32(exactly: number.doubleValue), whole >= 0 else {
+                    throw fail("\"label\" must be a class index ≥ 0, not \(value)")
+                }
+                if let classCount, Int(whole) >= classCount {
+                    throw fail("label \(whole) has no name: data.classes lists \(classCount) classes (0…\(classCount - 1))")
+                }
+                label = whole
+            }
+            var split: String? = nil
+            if let value = object["split"] {
+                guard let name = value as? String, name == "train" || name == "test" else {
+                    throw fail("\"split\" must be \"train\" or \"test\", not \(value)")
+                }
+                split = name
+            }
+            if let first = records.first {
+                if (first.label == nil) != (label == nil) {
+                    throw fail("\(label == nil ? "no" : "a") \"label\", but line \(first.line) \(first.label == nil ? "has none" : "has one"); give labels on all records or none")
+                }
+                if (first.split == nil) != (split == nil) {
+                    throw fail("\(split == nil ? "no" : "a") \"split\", but line \(first.line) \(first.split == nil ? "has none" : "has one"); give splits on all records or none")
+                }
+            }
+            records.append(Record(line: line, image: image, captions: captions, label: label, split: split))
+        }
+        guard !records.isEmpty else { throw Failure(description: "\(manifest): no records; each line is one {\"image\": …, \"caption\": …}") }
+        return records
+    }
+
+    /// Centre-crops `picture` to a square, resamples it to side × side by area averaging and writes it
+    /// as `channels` planes of values in [0, 1] to `target`.
+    static func resample(_ picture: Image8, side: Int, channels: Int, into target: UnsafeMutablePointer<Float>) {
+        let square = min(picture.width, picture.height)
+        let left = (picture.width - square) / 2, top = (picture.height - square) / 2
+        // Source pixel (x, y) as values in [0, 1], in the target's channel count.
+        func value(_ x: Int, _ y: Int, _ c: Int) -> Float {
+            let base = ((top + y) * picture.width + left + x) * picture.channels
+            if picture.channels == channels { return Float(picture.pixels[base + c]) / 255 }
+            if picture.channels == 1 { return Float(picture.pixels[base]) / 255 }
+            return (0.299 * Float(picture.pixels[base]) + 0.587 * Float(picture.pixels[base + 1])
+                    + 0.114 * Float(picture.pixels[base + 2])) / 255
+        }
+        if square == side {
+            for c in 0..<channels { for y in 0..<side { for x in 0..<side { target[(c * side + y) * side + x] = value(x, y, c) } } }
+            return
+        }
+        // Output pixel i covers source [i·r, (i+1)·r) along each axis, r = square / side; each source
+        // pixel it overlaps counts by the overlap's length.
+        let ratio = Double(square) / Double(side)
+        let spans: [[(index: Int, weight: Double)]] = (0..<side).map { i in
+            let start = Double(i) * ratio, end = Double(i + 1) * ratio
+            return (Int(start.rounded(.down))..<min(Int(end.rounded(.up)), square)).compactMap { s in
+                let overlap = min(end, Double(s + 1)) - max(start, Double(s))
+                return overlap > 0 ? (s, overlap / ratio) : nil
+            }
+        }
+        for c in 0..<channels {
+            for y in 0..<side {
+                for x in 0..<side {
+                    var sum = 0.0
+                    for (sy, wy) in spans[y] { for (sx, wx) in spans[x] { sum += wy * wx * Double(value(sx, sy, c)) } }
+                    target[(c * side + y) * side + x] = Float(sum)
+                }
+            }
+        }
+    }
+}
