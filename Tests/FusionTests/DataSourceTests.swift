@@ -143,7 +143,7 @@ final class DataSourceTests: XCTestCase {
         try Data(split.joined(separator: "\n").utf8).write(to: URL(fileURLWithPath: root + "/split.jsonl"))
         XCTAssertEqual(try TextCorpus.load(root + "/split.jsonl").heldOut.map(\.text), ["two"])
 
-        for (content, expected) in [(#"{"text": "x", "lang": "en"}"# + "\n" + #"{"text": "y"}"#, "split.jsonl:1: unknown key(s) lang"),
+        for (content, expected) in [(#"{"text": "x", "lang": "en"}"# + "\n" + #"{"text": "y"}"#, "split.jsonl:1: unknown key lang"),
                                     (#"{"text": "x"}"# + "\n" + #"{"text": ""}"#, "split.jsonl:2: \"text\" must be a non-empty string"),
                                     (#"{"text": "x"}"#, "needs at least 2"),
                                     (#"{"text": "x", "split": "test"}"# + "\n" + #"{"text": "y", "split": "test"}"#, "at least one \"train\"")] {

@@ -101,18 +101,8 @@ enum ImageFolder {
     /// The manifest's records, each checked: keys, types, and labels and splits on all records or none.
     private static func parse(_ text: String, manifest: String, classCount: Int?) throws -> [Record] {
         var records: [Record] = []
-        for (offset, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = offset + 1
-            let trimmed = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-            if trimmed.isEmpty { continue }
-            func fail(_ reason: String) -> Failure { Failure(description: "\(manifest):\(line): \(reason)") }
-            guard let object = (try? JSONSerialization.jsonObject(with: Data(trimmed.utf8))) as? [String: Any] else {
-                throw fail("not a JSON object; each line is one {\"image\": \"…png\", \"caption\": \"…\"}")
-            }
-            let unknown = Set(object.keys).subtracting(keys)
-            guard unknown.isEmpty else {
-                throw fail("unknown key\(unknown.count == 1 ? "" : "s") \(unknown.sorted().joined(separator: ", ")); a record has \(keys.sorted().joined(separator: ", "))")
-            }
+        for entry in try JSONLines.records(text, path: manifest, keys: keys, example: "{\"image\": \"…png\", \"caption\": \"…\"}") {
+            let object = entry.object, fail = entry.failure
             guard let image = object["image"] as? String, !image.isEmpty else {
                 throw fail("\"image\" must be the path of a PNG file (relative to the manifest's directory)")
             }
@@ -142,13 +132,7 @@ enum ImageFolder {
                 }
                 label = whole
             }
-            var split: String? = nil
-            if let value = object["split"] {
-                guard let name = value as? String, name == "train" || name == "test" else {
-                    throw fail("\"split\" must be \"train\" or \"test\", not \(value)")
-                }
-                split = name
-            }
+            let split = try entry.split()
             if let first = records.first {
                 if (first.label == nil) != (label == nil) {
                     throw fail("\(label == nil ? "no" : "a") \"label\", but line \(first.line) \(first.label == nil ? "has none" : "has one"); give labels on all records or none")
@@ -157,7 +141,7 @@ enum ImageFolder {
                     throw fail("\(split == nil ? "no" : "a") \"split\", but line \(first.line) \(first.split == nil ? "has none" : "has one"); give splits on all records or none")
                 }
             }
-            records.append(Record(line: line, image: image, captions: captions, label: label, split: split))
+            records.append(Record(line: entry.line, image: image, captions: captions, label: label, split: split))
         }
         guard !records.isEmpty else { throw Failure(description: "\(manifest): no records; each line is one {\"image\": …, \"caption\": …}") }
         return records

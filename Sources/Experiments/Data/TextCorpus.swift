@@ -70,28 +70,15 @@ struct TextCorpus {
             throw Failure(description: "data.text: \(path) cannot be read as UTF-8 text")
         }
         var documents: [(name: String, text: String)] = [], splits: [String?] = []
-        for (offset, raw) in content.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = offset + 1
-            let trimmed = raw.trimmingCharacters(in: .whitespacesAndNewlines)
-            if trimmed.isEmpty { continue }
-            func fail(_ reason: String) -> Failure { Failure(description: "\(path):\(line): \(reason)") }
-            guard let object = (try? JSONSerialization.jsonObject(with: Data(trimmed.utf8))) as? [String: Any] else {
-                throw fail("not a JSON object; each line is one {\"text\": \"…\"}")
+        for entry in try JSONLines.records(content, path: path, keys: ["text", "split"], example: "{\"text\": \"…\"}") {
+            guard let text = entry.object["text"] as? String, !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+                throw entry.failure("\"text\" must be a non-empty string")
             }
-            let unknown = Set(object.keys).subtracting(["text", "split"])
-            guard unknown.isEmpty else { throw fail("unknown key(s) \(unknown.sorted().joined(separator: ", ")); a line has text and optionally split") }
-            guard let text = object["text"] as? String, !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
-                throw fail("\"text\" must be a non-empty string")
-            }
-            var split: String? = nil
-            if let value = object["split"] {
-                guard let name = value as? String, name == "train" || name == "test" else { throw fail("\"split\" must be \"train\" or \"test\", not \(value)") }
-                split = name
-            }
+            let split = try entry.split()
             if let first = splits.first, (first == nil) != (split == nil) {
-                throw fail("give \"split\" on all lines or none")
+                throw entry.failure("give \"split\" on all lines or none")
             }
-            documents.append(("line \(line)", text))
+            documents.append(("line \(entry.line)", text))
             splits.append(split)
         }
         guard documents.count >= 2 else {
