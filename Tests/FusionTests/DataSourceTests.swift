@@ -119,6 +119,22 @@ final class DataSourceTests: XCTestCase {
         XCTAssertEqual((0..<16).map { target[$0] }, [0, 0, 60, 60, 0, 0, 60, 60, 120, 120, 240, 240, 120, 120, 240, 240].map { Float($0) / 255 })
     }
 
+    /// A checkpoint written before the data keys existed resumes without --allow-change while they hold
+    /// their defaults (the behaviour it was trained with); another value is still a change.
+    func testKeysAddedAfterACheckpointAreNoChangeAtTheirDefaults() throws {
+        let current = try ConfigLoader.yaml(try ExperimentConfig.load(file: "configs/tiny.yaml", overrides: []))
+        let saved = current.split(separator: "\n").filter { !$0.contains("images: fashion-mnist") && !$0.contains("text: shakespeare") }
+            .joined(separator: "\n")
+        XCTAssertNotEqual(saved, current)
+        let defaults = try ConfigLoader.yaml(ExperimentConfig())
+        XCTAssertEqual(try ConfigChange.between(saved: saved, current: current, defaults: defaults), [])
+        XCTAssertEqual(try ConfigChange.between(saved: saved, current: current).map(\.key).sorted(), ["data.images", "data.text"],
+                       "without the defaults both count as changes")
+        let moved = current.replacingOccurrences(of: "images: fashion-mnist", with: "images: mine.jsonl")
+        XCTAssertEqual(try ConfigChange.between(saved: saved, current: moved, defaults: defaults),
+                       [ConfigChange(key: "data.images", old: "(absent)", new: "mine.jsonl")])
+    }
+
     // MARK: Text
 
     func testTextFoldersAndJSONLinesSplitAsDocumented() throws {

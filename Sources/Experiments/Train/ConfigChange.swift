@@ -6,14 +6,20 @@ struct ConfigChange: Equatable {
     let key: String, old: String, new: String
 
     /// The leaves that differ between `saved` (the checkpoint's config) and `current`, in `current`'s order;
-    /// a key present on one side only shows "(absent)" on the other.
-    static func between(saved: String, current: String) throws -> [ConfigChange] {
+    /// a key present on one side only shows "(absent)" on the other. A key the checkpoint lacks and that
+    /// `current` holds at its value in `defaults` is no change: it was added to Fusion after the checkpoint
+    /// was written, and a new key's default is the behaviour before it (data.images = fashion-mnist).
+    static func between(saved: String, current: String, defaults: String? = nil) throws -> [ConfigChange] {
         let before = try ConfigLoader.leaves(of: saved, source: "the checkpoint's config")
         let after = try ConfigLoader.leaves(of: current, source: "the resolved config")
         let oldValues = Dictionary(before, uniquingKeysWith: { first, _ in first })
+        let defaultValues = Dictionary(try defaults.map { try ConfigLoader.leaves(of: $0, source: "the defaults") } ?? [],
+                                       uniquingKeysWith: { first, _ in first })
         let newKeys = Set(after.map(\.key))
         var changes = after.compactMap { leaf -> ConfigChange? in
-            let old = oldValues[leaf.key] ?? "(absent)"
+            guard let old = oldValues[leaf.key] else {
+                return defaultValues[leaf.key] == leaf.value ? nil : ConfigChange(key: leaf.key, old: "(absent)", new: leaf.value)
+            }
             return old == leaf.value ? nil : ConfigChange(key: leaf.key, old: old, new: leaf.value)
         }
         changes += before.filter { !newKeys.contains($0.key) }.map { ConfigChange(key: $0.key, old: $0.value, new: "(absent)") }

@@ -66,7 +66,7 @@ enum ExperimentRun {
             guard let savedYAML = saved.metadata["config"] else {
                 throw RunFailure(description: "--resume: \(paths.checkpoint) carries no config: it was not written by fusion train; train the run again with --overwrite")
             }
-            changes = try ConfigChange.between(saved: savedYAML, current: yaml)
+            changes = try ConfigChange.between(saved: savedYAML, current: yaml, defaults: try ConfigLoader.yaml(ExperimentConfig()))
             try ConfigChange.check(changes, allowed: allowChanges, checkpoint: paths.checkpoint)
             if saved.step >= config.train.steps && fm.fileExists(atPath: paths.finished) {
                 print("fusion train: \(config.name) in \(directory) finished at step \(saved.step) of \(config.train.steps); nothing to do "
