@@ -45,8 +45,10 @@ struct Reference: ParsableCommand {
                 if classes != nil || name != nil || channels != 1 { throw ValidationError("--classes, --name and --channels go with --images") }
                 return chosen
             }
-            guard let name, !name.isEmpty, name != "fmnist", name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
-                throw ValidationError("--images needs --name NAME (letters, digits, _; not fmnist): its metrics are called fd_NAME and kid_NAME")
+            guard let name, !name.isEmpty, name != "fmnist", name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }),
+                  Report.isReferenceDistance("fd_" + name) else {
+                throw ValidationError("--images needs --name NAME (letters, digits, _; not fmnist, not ending in _n or _std): "
+                                      + "its metrics are called fd_NAME and kid_NAME")
             }
             guard [1, 3].contains(channels) else { throw ValidationError("--channels must be 1 or 3, got \(channels)") }
             chosen.manifest = images

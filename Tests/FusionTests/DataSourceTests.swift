@@ -79,11 +79,24 @@ final class DataSourceTests: XCTestCase {
         }
         let first = try testCaptions(seed: 0)
         XCTAssertEqual(first.count, 10)
+        // The split keys the caches: the digest changes with the seed and the share, not otherwise.
+        func digest(seed: UInt64, share: Float) throws -> String {
+            try ImageFolder.load(manifest: path, side: 4, channels: 1, testShare: share, splitSeed: seed, classCount: nil).digest
+        }
+        XCTAssertEqual(try digest(seed: 0, share: 0.25), try digest(seed: 0, share: 0.25))
+        XCTAssertNotEqual(try digest(seed: 0, share: 0.25), try digest(seed: 1, share: 0.25))
+        XCTAssertNotEqual(try digest(seed: 0, share: 0.25), try digest(seed: 0, share: 0.3))
         XCTAssertEqual(try testCaptions(seed: 0), first)
         XCTAssertNotEqual(try testCaptions(seed: 1), first)
         // Held-out records keep the manifest's order.
         let order = first.map { Int($0.dropFirst("image ".count))! }
         XCTAssertEqual(order, order.sorted())
+        // Windows line ends read as line ends.
+        let windows = try manifest([#"{"image": "a.png", "caption": "one"}"#, #"{"image": "a.png", "caption": "two"}"#], in: root)
+        try Data((try String(contentsOfFile: windows, encoding: .utf8)).replacingOccurrences(of: "\n", with: "\r\n").utf8)
+            .write(to: URL(fileURLWithPath: windows))
+        let crlf = try ImageFolder.load(manifest: windows, side: 4, channels: 1, testShare: 0.5, splitSeed: 0, classCount: nil)
+        XCTAssertEqual(crlf.train.count + crlf.test.count, 2)
     }
 
     /// Cropping, area resampling and channel conversion against a direct computation: a 12×9 RGB image
@@ -263,8 +276,11 @@ final class DataSourceTests: XCTestCase {
         // A reference classifier of the colour images gives the run fd_colours, kid_colours and t2i_accuracy.
         let reference = try FusionBinary.run(["reference", "train", "--images", root + "/manifest.jsonl", "--channels", "3",
                                               "--classes", FashionMNIST.classNames.joined(separator: ","), "--name", "colours",
-                                              "--out", root + "/reference", "epochs=1", "batch_size=16", "warmup_steps=1", "log_every=2"])
-        XCTAssertEqual(reference.status, 0, reference.output)
+                                              "--out", root + "/reference", "epochs=1", "batch_size=16", "log_every=2"])
+        XCTAssertEqual(reference.status, 0, reference.output)  // 4 steps, under the default 200 of warm-up
+        let badName = try FusionBinary.run(["reference", "train", "--images", root + "/manifest.jsonl", "--name", "colours_n", "--out", root + "/x"])
+        XCTAssertNotEqual(badName.status, 0)
+        XCTAssertTrue(badName.output.contains("not ending in _n or _std"), badName.output)
         XCTAssertTrue(reference.output.contains("data.reference=\(root)/reference/classifier.h5"), reference.output)
         let measured = try FusionBinary.run(["train", "configs/tiny.yaml"] + overrides
                                             + ["data.reference=\(root)/reference/classifier.h5", "--out", root + "/measured"])

@@ -35,6 +35,20 @@ final class ReportPageTests: XCTestCase {
         try merged.close()
     }
 
+    /// Samples logged before prompts were name their classes from their labels; with neither, nothing.
+    func testSamplesWithoutPromptsAreNamedByTheirLabels() throws {
+        let root = try temporaryDirectory()
+        let file = try HDF5File.create(root + "/old.h5", overwrite: false)
+        let group = try file.root.createGroup("samples")
+        try group.createDataset("step5", values: [UInt8](repeating: 0, count: 2 * 4), shape: [2, 1, 2, 2])
+        XCTAssertEqual(try Report.sampleCaptions(group, "step5", count: 2), [])
+        try group.createDataset("step5_labels", values: [Int32(7), 12], shape: [2])
+        XCTAssertEqual(try Report.sampleCaptions(group, "step5", count: 2), ["sneaker", "class 12"])
+        try group.dataset("step5").setAttribute("prompts", "a dark sneaker\na bag")
+        XCTAssertEqual(try Report.sampleCaptions(group, "step5", count: 2), ["a dark sneaker", "a bag"])
+        try file.close()
+    }
+
     func testThePageHoldsTheTablePlotsAndLabelledSamplesInOneFile() throws {
         let root = try temporaryDirectory()
         try writeResults(root + "/results.h5")

@@ -21,8 +21,8 @@ import Fusion
 enum ImageFolder {
     struct Failure: Error, CustomStringConvertible { let description: String }
 
-    /// A manifest's train and test splits, and a digest of everything read (the manifest and every image
-    /// file's bytes), which keys the caches built from them.
+    /// A manifest's train and test splits, and a digest of everything they depend on (the manifest, every
+    /// image file's bytes and the split settings), which keys the caches built from them.
     struct Loaded {
         let train: ImageDataset
         let test: ImageDataset
@@ -73,6 +73,8 @@ enum ImageFolder {
         }
 
         let isTest: [Bool]
+        // The split is part of what the caches built from the images depend on.
+        digest.update(Array((records.first?.split != nil ? "splits as given" : "test_share \(testShare) split_seed \(splitSeed)").utf8))
         if records.first?.split != nil {
             isTest = records.map { $0.split == "test" }
         } else {

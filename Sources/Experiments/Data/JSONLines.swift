@@ -30,8 +30,9 @@ enum JSONLines {
     /// `example` shows a valid line in the error.
     static func records(_ text: String, path: String, keys: Set<String>, example: String) throws -> [Record] {
         var records: [Record] = []
-        for (offset, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let trimmed = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+        // Split on the scalar: as Characters, a Windows line end "\r\n" is one character and never equals "\n".
+        for (offset, raw) in text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let trimmed = String(raw).trimmingCharacters(in: .whitespacesAndNewlines)
             if trimmed.isEmpty { continue }
             let object = (try? JSONSerialization.jsonObject(with: Data(trimmed.utf8))) as? [String: Any]
             let record = Record(path: path, line: offset + 1, object: object ?? [:])

@@ -70,7 +70,7 @@ enum ReferenceTraining {
         let learningRate = Float(config.learningRate)
         let optimizer = AdamW(parameters: parameters, learningRate: learningRate, weightDecay: Float(config.weightDecay))
         let totalSteps = stepsPerEpoch * config.epochs
-        let schedule = WarmupCosineSchedule(peak: learningRate, warmupSteps: config.warmupSteps,
+        let schedule = WarmupCosineSchedule(peak: learningRate, warmupSteps: min(config.warmupSteps, totalSteps),
                                             totalSteps: totalSteps, floor: learningRate / 10)
         let log = try RunLog(path: logPath, runName: "reference", config: config.yaml, seed: config.seed,
                              recipe: "reference-classifier",
@@ -227,6 +227,9 @@ struct ReferenceImages {
             throw TrainingFailure(description: "\(manifest): its records have no \"label\"; a reference classifier learns from labelled images")
         }
         let classCount = classNames.isEmpty ? Int((trainLabels + testLabels).max()!) + 1 : classNames.count
+        guard classCount <= 10_000 else {
+            throw TrainingFailure(description: "\(manifest): the largest label is \(classCount - 1); number the classes 0…K−1 and name them with --classes")
+        }
         guard classCount >= 2 else {
             throw TrainingFailure(description: "\(manifest): every label is 0; a classifier needs at least 2 classes")
         }

@@ -107,6 +107,10 @@ final class MultimodalData {
         let folder = try ImageFolder.load(manifest: data.images, side: autoencoder.imageSide, channels: autoencoder.imageChannels,
                                           testShare: data.testShare, splitSeed: data.splitSeed,
                                           classCount: data.classes.isEmpty ? nil : data.classes.count)
+        guard folder.test.count >= 4 else {
+            throw ConfigurationError("\(data.images): the test split holds \(folder.test.count) image(s); the image metrics compare at least 4 "
+                                     + "(raise data.test_share, or mark more records \"split\": \"test\")")
+        }
         return (folder.train, folder.test, "-images-\(folder.digest.prefix(16))")
     }
 
