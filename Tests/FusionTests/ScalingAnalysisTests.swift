@@ -143,7 +143,7 @@ final class ScalingAnalysisTests: XCTestCase {
     /// Three recipes at four budgets (1e12 … 6.4e13), two seeds each, with exact power laws: fd_fmnist
     /// (seed-dependent factor 1.02 / 0.98), text_ppl, a flat t2i_accuracy of 0.5 and caption error 1e2·C^−0.2;
     /// each run with an earlier evaluation that must be ignored.
-    func writeSyntheticResults(to path: String) throws {
+    func writeSyntheticResults(to path: String, flopsFactor: Double = 1) throws {
         let laws: [String: (fd: (Double, Double), ppl: (Double, Double))] = [
             "chameleon": ((1e4, -0.3), (900, -0.15)), "showo": ((3e4, -0.35), (800, -0.14)), "transfusion": ((2e3, -0.25), (1000, -0.16)),
         ]
@@ -161,7 +161,7 @@ final class ScalingAnalysisTests: XCTestCase {
                     let wobble = seed == 0 ? 1.02 : 0.98  // seed noise, so the spread is not zero
                     // Two evaluations: the analysis must take the last one.
                     try run.createDataset("eval/step", values: [Int64(50), 100], shape: [2])
-                    try run.createDataset("eval/flops_counted", values: [c / 2, c], shape: [2])
+                    try run.createDataset("eval/flops_counted", values: [c / 2 * flopsFactor, c * flopsFactor], shape: [2])
                     try run.createDataset("eval/fd_fmnist", values: [1e9, law.fd.0 * pow(c, law.fd.1) * wobble], shape: [2])
                     try run.createDataset("eval/text_ppl", values: [1e9, law.ppl.0 * pow(c, law.ppl.1)], shape: [2])
                     try run.createDataset("eval/t2i_accuracy", values: [0, 0.5], shape: [2])
@@ -243,6 +243,35 @@ final class ScalingAnalysisTests: XCTestCase {
 
     /// The command as a user runs it: `fusion analyze` prints the tables and names its files; a file it
     /// cannot fit ends with status 1 and a message saying why; `fusion sweep --dry-run` lists the scaling runs.
+    /// Two results files analysed together, labelled by their directories: every recipe of each is fitted
+    /// apart, and a file whose runs needed twice the FLOPs for the same values trails by a parity ratio of 2.
+    func testSeveralResultsFilesAreComparedUnderTheirLabels() throws {
+        let directory = try temporaryDirectory()
+        for (label, factor) in [("eps", 1.0), ("flow", 2.0)] {
+            try FileManager.default.createDirectory(atPath: "\(directory)/\(label)", withIntermediateDirectories: true)
+            try writeSyntheticResults(to: "\(directory)/\(label)/results.h5", flopsFactor: factor)
+        }
+        let files = ["\(directory)/eps/results.h5", "\(directory)/flow/results.h5"]
+        let (result, markdown) = try Analysis.run(results: files, labels: nil, to: directory + "/analysis")
+        XCTAssertEqual(result.observations.count, 48)
+        XCTAssertTrue(result.observations.contains { $0.run == "flow/scaling-0-showo-1" && $0.recipe == "showo-flow" })
+        let p = try XCTUnwrap(result.parities.first { $0.metric == "text_ppl" && $0.parity.reference == "chameleon-eps" && $0.parity.other == "chameleon-flow" })
+        XCTAssertEqual(p.parity.outcome.ratio ?? 0, 2, accuracy: 1e-9)
+        XCTAssertTrue(markdown.contains("eps/results.h5 (eps), ") && markdown.contains("flow/results.h5 (flow)"), markdown)
+
+        let command = try FusionBinary.run(["analyze"] + files + ["--labels", "a,b", "--out", directory + "/cli"])
+        XCTAssertEqual(command.status, 0, command.output)
+        XCTAssertTrue(try String(contentsOfFile: directory + "/cli/analysis.md", encoding: .utf8).contains("| text_ppl | chameleon-a | chameleon-b |"))
+        for (labels, expected) in [("a", "1 label(s) for 2"), ("a,a", "not all different"), ("a,b c", "letters, digits")] {
+            let refused = try FusionBinary.run(["analyze"] + files + ["--labels", labels, "--out", directory + "/x"])
+            XCTAssertEqual(refused.status, 1)
+            XCTAssertTrue(refused.output.contains(expected), refused.output)
+        }
+        XCTAssertThrowsError(try Analysis.run(results: [files[0], files[0]], labels: nil, to: directory + "/y")) {
+            XCTAssertTrue("\($0)".contains("give --labels"), "\($0)")
+        }
+    }
+
     func testTheAnalyzeCommand() throws {
         let directory = NSTemporaryDirectory() + "fusion-analysis-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)

@@ -184,13 +184,23 @@ struct AnalyzeCommand: ParsableCommand {
             evaluation of each run; for t2i_accuracy and caption_accuracy it is the same fit of the error 1 − accuracy. \
             Where several seeds were run, per-seed fits give the mean ± std of the coefficients. Writes analysis.md and \
             analysis.h5 (never into the results file). Example: fusion analyze runs/sweeps/scaling/results.h5
+
+            Several files are analysed together, each file's recipes labelled apart (chameleon-eps, \
+            transfusion-flow), so that parity ratios compare across files: fusion analyze \
+            runs/sweeps/scaling/results.h5 runs/sweeps/scaling-flow/results.h5 --labels eps,flow
             """)
-    @Argument(help: "A results file: a sweep's results.h5 (or a run's log.h5).") var results: String
-    @Option(help: "Directory for analysis.md and analysis.h5 (default: beside the results, analysis/).") var out: String?
+    @Argument(help: "Results files: a sweep's results.h5 (or a run's log.h5); several are compared.") var results: [String]
+    @Option(help: "With several files: a label for each, comma-separated (default: each file's directory name).") var labels: String?
+    @Option(help: "Directory for analysis.md and analysis.h5 (default: beside the first results file, analysis/).") var out: String?
+
+    func validate() throws {
+        guard !results.isEmpty else { throw ValidationError("give at least one results file") }
+    }
 
     func run() throws {
-        let directory = out ?? ((results as NSString).deletingLastPathComponent + "/analysis")
-        let (_, markdown) = try ScalingAnalysis.run(results: results, to: directory)
+        let directory = out ?? ((results[0] as NSString).deletingLastPathComponent + "/analysis")
+        let given = labels.map { $0.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) } }
+        let (_, markdown) = try ScalingAnalysis.run(results: results, labels: given, to: directory)
         print(markdown)
         print("written to \(directory)/analysis.md and \(directory)/analysis.h5")
     }

@@ -145,7 +145,9 @@ enum ScalingAnalysis {
     }
 
     /// Reads the final evaluation of every run in a results file (a sweep's results.h5 or a run's log.h5).
-    static func observations(in path: String, notes: inout [String]) throws -> [Observation] {
+    /// With a `label` (comparing files), each run's recipe becomes RECIPE-LABEL and its name LABEL/NAME, so
+    /// the recipes of each file are fitted apart and every pair of them gets a parity ratio.
+    static func observations(in path: String, label: String? = nil, notes: inout [String]) throws -> [Observation] {
         let file: HDF5File
         do { file = try HDF5File.open(path) } catch {
             throw RunFailure(description: "\(path): cannot open it as HDF5 (\(error)); pass a sweep's results.h5 or a run's log.h5")
@@ -165,7 +167,7 @@ enum ScalingAnalysis {
             for metric in metrics where try run.exists("eval/\(metric.name)") {
                 if let last = try run.dataset("eval/\(metric.name)").read(as: Double.self).last { values[metric.name] = last }
             }
-            observations.append(Observation(run: name, recipe: recipe, seed: (try? run.int64Attribute("seed")) ?? 0,
+            observations.append(Observation(run: label.map { "\($0)/\(name)" } ?? name, recipe: label.map { "\(recipe)-\($0)" } ?? recipe, seed: (try? run.int64Attribute("seed")) ?? 0,
                                             nonEmbeddingParameters: (try? run.int64Attribute("non_embedding_parameter_count")) ?? 0,
                                             flops: flops, metrics: values))
         }
@@ -354,16 +356,48 @@ enum ScalingAnalysis {
     /// and its markdown. Throws when no metric of any recipe could be fitted, after writing the notes saying why.
     @discardableResult
     static func run(results: String, to directory: String) throws -> (analysis: Analysis, markdown: String) {
-        var notes: [String] = []
-        let observations = try self.observations(in: results, notes: &notes)
-        let result = analyze(observations, source: results, notes: notes)
-        let commit = (try? HDF5File.open(results)).flatMap { try? $0.root.stringAttribute("git_commit") } ?? "?"
+        try run(results: [results], labels: nil, to: directory)
+    }
+
+    /// The labels that tell several results files apart in one analysis: `given` (one per file: letters,
+    /// digits, - and _, all different), or by default each file's directory name (runs/eps/results.h5:
+    /// "eps"). One file needs none.
+    static func labels(for results: [String], given: [String]?) throws -> [String]? {
+        guard results.count > 1 || given != nil else { return nil }
+        let labels = given ?? results.map { ((($0 as NSString).deletingLastPathComponent) as NSString).lastPathComponent }
+        guard labels.count == results.count else {
+            throw RunFailure(description: "--labels: \(labels.count) label(s) for \(results.count) results file(s); give one per file, in order")
+        }
+        for label in labels where label.isEmpty || !label.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) {
+            throw RunFailure(description: "--labels: '\(label)' must be letters, digits, - and _ (it joins the recipe names: chameleon-\(label))")
+        }
+        guard Set(labels).count == labels.count else {
+            throw RunFailure(description: "the results files' labels \(labels) are not all different"
+                             + (given == nil ? " (by default each file's directory names it); give --labels, e.g. --labels eps,flow" : ""))
+        }
+        return labels
+    }
+
+    /// Reads every file of `results` (labelled as `labels(for:given:)` says when there are several) and
+    /// analyses their runs together: writes `directory/analysis.md` and `directory/analysis.h5`.
+    @discardableResult
+    static func run(results: [String], labels given: [String]?, to directory: String) throws -> (analysis: Analysis, markdown: String) {
+        precondition(!results.isEmpty, "ScalingAnalysis.run: no results file")
+        let labels = try self.labels(for: results, given: given)
+        var notes: [String] = [], observations: [Observation] = []
+        for (index, path) in results.enumerated() {
+            observations += try self.observations(in: path, label: labels?[index], notes: &notes)
+        }
+        let source = labels.map { zip(results, $0).map { "\($0) (\($1))" }.joined(separator: ", ") } ?? results[0]
+        let result = analyze(observations, source: source, notes: notes)
+        let commits = results.map { path in (try? HDF5File.open(path)).flatMap { try? $0.root.stringAttribute("git_commit") } ?? "?" }
+        let commit = commits.enumerated().filter { !commits[..<$0.offset].contains($0.element) }.map(\.element).joined(separator: ", ")
         let markdown = self.markdown(result, commit: commit)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try markdown.write(toFile: "\(directory)/analysis.md", atomically: true, encoding: .utf8)
         try writeHDF5(result, to: "\(directory)/analysis.h5")
         guard !result.fits.isEmpty else {
-            throw RunFailure(description: "\(results): no metric of any recipe could be fitted (notes in \(directory)/analysis.md); "
+            throw RunFailure(description: "\(source): no metric of any recipe could be fitted (notes in \(directory)/analysis.md); "
                              + "a fit needs runs of one recipe at two or more FLOP budgets, e.g. a sweep with size 'points' (configs/scaling.yaml)")
         }
         return (result, markdown)
