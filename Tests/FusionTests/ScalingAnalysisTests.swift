@@ -272,6 +272,28 @@ final class ScalingAnalysisTests: XCTestCase {
         }
     }
 
+    /// Runs measured with a reference classifier of other images (fd_NAME) get that distance fitted too,
+    /// beside the standard metrics; its N and spread are not fitted.
+    func testTheDistancesOfOtherReferenceClassifiersAreFitted() throws {
+        let directory = try temporaryDirectory()
+        let path = directory + "/results.h5"
+        try writeSyntheticResults(to: path)
+        let file = try HDF5File.open(path, writable: true)
+        let runs = try file.root.group("runs")
+        for name in try runs.childNames {
+            let eval = try runs.group(name + "/eval")
+            let flops = try eval.dataset("flops_counted").read(as: Double.self)
+            try eval.createDataset("fd_pets", values: flops.map { 5e3 * pow($0, -0.3) }, shape: [flops.count])
+            try eval.createDataset("fd_pets_n", values: [8.0, 8], shape: [2])
+        }
+        try file.close()
+        let (result, markdown) = try Analysis.run(results: path, to: directory + "/analysis")
+        let pets = try XCTUnwrap(result.fits.first { $0.metric == "fd_pets" && $0.recipe == "showo" })
+        XCTAssertEqual(pets.fit.slope, -0.3, accuracy: 1e-9)
+        XCTAssertFalse(result.fits.contains { $0.metric == "fd_pets_n" })
+        XCTAssertTrue(markdown.contains("| fd_pets | fd_pets | showo |"), markdown)
+    }
+
     func testTheAnalyzeCommand() throws {
         let directory = NSTemporaryDirectory() + "fusion-analysis-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)

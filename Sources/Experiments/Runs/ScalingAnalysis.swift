@@ -29,6 +29,14 @@ enum ScalingAnalysis {
     ]
     static let recipeOrder = ["chameleon", "showo", "transfusion"]
 
+    /// The metrics fitted for these observations: the standard ones, then the Fréchet distance of any
+    /// other reference classifier the runs were measured with (fd_NAME: data.reference), in name order.
+    static func metrics(of observations: [Observation]) -> [(name: String, isAccuracy: Bool)] {
+        let standard = Set(metrics.map(\.name))
+        let others = Set(observations.flatMap(\.metrics.keys)).filter { !standard.contains($0) && $0.hasPrefix("fd_") }.sorted()
+        return metrics + others.map { ($0, false) }
+    }
+
     /// What a fit of `metric` is a fit of, in words (for tables and the HDF5 attributes).
     static func fittedQuantity(_ metric: String) -> String {
         metrics.first { $0.name == metric }?.isAccuracy == true ? "1 − \(metric)" : metric
@@ -164,8 +172,9 @@ enum ScalingAnalysis {
             var values: [String: Double] = [:]
             // fd_fmnist is at the shared guidance scale; fd_fmnist_best_guidance at the run's own best (eval_guidance/).
             if let best = try GuidanceCurve(run: run)?.best { values["fd_fmnist_best_guidance"] = best.fd }
-            for metric in metrics where try run.exists("eval/\(metric.name)") {
-                if let last = try run.dataset("eval/\(metric.name)").read(as: Double.self).last { values[metric.name] = last }
+            let otherDistances = try run.group("eval").childNames.filter { $0.hasPrefix("fd_") && Report.isReferenceDistance($0) }
+            for metric in Set(metrics.map(\.name) + otherDistances) where try run.exists("eval/\(metric)") {
+                if let last = try run.dataset("eval/\(metric)").read(as: Double.self).last { values[metric] = last }
             }
             observations.append(Observation(run: label.map { "\($0)/\(name)" } ?? name, recipe: label.map { "\(recipe)-\($0)" } ?? recipe, seed: (try? run.int64Attribute("seed")) ?? 0,
                                             nonEmbeddingParameters: (try? run.int64Attribute("non_embedding_parameter_count")) ?? 0,
@@ -194,6 +203,7 @@ enum ScalingAnalysis {
         var notes = initialNotes
         let recipes = Set(observations.map(\.recipe)).sorted { (recipeOrder.firstIndex(of: $0) ?? 99, $0) < (recipeOrder.firstIndex(of: $1) ?? 99, $1) }
         var fits: [MetricFit] = []
+        let metrics = metrics(of: observations)
         for (metric, isAccuracy) in metrics {
             for recipe in recipes {
                 var points: [(Observation, Double)] = []
@@ -257,11 +267,12 @@ enum ScalingAnalysis {
     }
 
     static func markdown(_ result: Analysis, commit: String) -> String {
+        let metrics = metrics(of: result.observations)
         var lines = ["# Scaling analysis", "",
                      "Results: `\(result.source)` (git \(commit)), \(result.observations.count) run(s).", "",
                      "Each fit is ordinary least squares over runs (the final evaluation of each) of",
                      "`log10 y = intercept + slope · log10 C`, where C is the training FLOPs counted by the operations",
-                     "up to that evaluation (`eval/flops_counted`) and y is the metric (fd_fmnist, text_ppl) or, for the",
+                     "up to that evaluation (`eval/flops_counted`) and y is the metric (fd_fmnist or fd_NAME, text_ppl) or, for the",
                      "accuracies, the error `1 − accuracy`: lower y is better for every fit, and a slope < 0 means the",
                      "recipe improves with compute.", "",
                      "## Runs", "",
