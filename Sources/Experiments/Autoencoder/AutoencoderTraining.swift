@@ -62,7 +62,7 @@ enum AutoencoderTraining {
             }
         }
         print("autoencoder (\(config.kind.rawValue)): resolved config\n\(config.json)\n")
-        let (train, test) = try images.load(side: config.imageSide, channels: config.imageChannels)
+        let (train, test, _) = try images.load(side: config.imageSide, channels: config.imageChannels)
 
         let generator = RandomGenerator(seed: config.seed)
         var initGenerator = generator.split(key: "init")
@@ -242,33 +242,5 @@ enum AutoencoderTraining {
         let samples = try log.run.createGroup("samples")
         try samples.createDataset("test_images", values: bytes(originals), shape: shape)
         try samples.createDataset("reconstructions", values: bytes(reconstructions), shape: shape)
-    }
-}
-
-/// Where an autoencoder's images come from: Fashion-MNIST's IDX files, or a manifest of your own
-/// (split as a run splits it with the default data.test_share and data.split_seed).
-enum ImageSource {
-    case fashionMNIST(directory: String)
-    case manifest(String)
-
-    init(manifest: String?, fashionMNISTDirectory: String) {
-        self = manifest.map(ImageSource.manifest) ?? .fashionMNIST(directory: fashionMNISTDirectory)
-    }
-
-    func load(side: Int, channels: Int) throws -> (train: ImageDataset, test: ImageDataset) {
-        switch self {
-        case .fashionMNIST(let directory):
-            let train = try FashionMNIST.load(.train, directory: directory), test = try FashionMNIST.load(.test, directory: directory)
-            guard train.side == side && channels == 1 else {
-                throw TrainingFailure(description: "Fashion-MNIST images are 1×\(train.side)×\(train.side) (padding 2); set imageSide to "
-                                      + "\(train.side) and imageChannels to 1, or train on your own images with --images MANIFEST")
-            }
-            return (ImageDataset(train), ImageDataset(test))
-        case .manifest(let path):
-            let defaults = ExperimentConfig.DataConfig()
-            let folder = try ImageFolder.load(manifest: path, side: side, channels: channels, testShare: defaults.testShare,
-                                              splitSeed: defaults.splitSeed, classCount: nil)
-            return (folder.train, folder.test)
-        }
     }
 }

@@ -55,7 +55,28 @@ enum ImageFolder {
         let records = try parse(text, manifest: manifest, classCount: classCount)
         let directory = (manifest as NSString).deletingLastPathComponent
 
-        let images = Tensor(uninitializedShape: [records.count, channels, side, side])
+        // The split first, so that each image is resampled straight into its split's tensor.
+        let splitsGiven = records.first?.split != nil
+        let isTest: [Bool]
+        if splitsGiven {
+            isTest = records.map { $0.split == "test" }
+        } else {
+            let testCount = Int((Double(testShare) * Double(records.count)).rounded())
+            var generator = RandomGenerator(seed: splitSeed).split(key: "test-split")
+            var held = [Bool](repeating: false, count: records.count)
+            for index in generator.permutation(records.count).prefix(testCount) { held[index] = true }
+            isTest = held
+        }
+        let members = [false, true].map { test in records.indices.filter { isTest[$0] == test } }  // [training, test]
+        for (test, chosen) in zip([false, true], members) where chosen.isEmpty {
+            throw Failure(description: "\(manifest): no \(test ? "test" : "training") images (\(records.count) records"
+                          + (splitsGiven ? ", split by their \"split\" fields)" : ", data.test_share = \(testShare))")
+                          + "; both splits need at least one")
+        }
+        let parts = members.map { Tensor(uninitializedShape: [$0.count, channels, side, side]) }
+        var slot = [(part: Int, row: Int)](repeating: (0, 0), count: records.count)
+        for (part, chosen) in members.enumerated() { for (row, n) in chosen.enumerated() { slot[n] = (part, row) } }
+
         for (n, record) in records.enumerated() {
             let path = record.image.hasPrefix("/") ? record.image : (directory as NSString).appendingPathComponent(record.image)
             guard let bytes = FileManager.default.contents(atPath: path) else {
@@ -69,35 +90,16 @@ enum ImageFolder {
             guard picture.width > 0, picture.height > 0 else {
                 throw Failure(description: "\(manifest):\(record.line): \(path) has no pixels")
             }
-            resample(picture, side: side, channels: channels, into: images.data + n * channels * side * side)
+            resample(picture, side: side, channels: channels, into: parts[slot[n].part].data + slot[n].row * channels * side * side)
         }
-
-        let isTest: [Bool]
         // The split is part of what the caches built from the images depend on.
-        digest.update(Array((records.first?.split != nil ? "splits as given" : "test_share \(testShare) split_seed \(splitSeed)").utf8))
-        if records.first?.split != nil {
-            isTest = records.map { $0.split == "test" }
-        } else {
-            let testCount = Int((Double(testShare) * Double(records.count)).rounded())
-            var generator = RandomGenerator(seed: splitSeed).split(key: "test-split")
-            var held = [Bool](repeating: false, count: records.count)
-            for index in generator.permutation(records.count).prefix(testCount) { held[index] = true }
-            isTest = held
+        digest.update(Array((splitsGiven ? "splits as given" : "test_share \(testShare) split_seed \(splitSeed)").utf8))
+
+        let subsets = zip(members, parts).map { chosen, images in
+            ImageDataset(images: images, labels: records[0].label == nil ? nil : chosen.map { records[$0].label! },
+                         captions: .given(chosen.map { records[$0].captions }))
         }
-        func subset(_ test: Bool) throws -> ImageDataset {
-            let chosen = records.indices.filter { isTest[$0] == test }
-            guard !chosen.isEmpty else {
-                throw Failure(description: "\(manifest): no \(test ? "test" : "training") images (\(records.count) records"
-                              + (records.first?.split != nil ? ", split by their \"split\" fields)" : ", data.test_share = \(testShare))")
-                              + "; both splits need at least one")
-            }
-            let size = channels * side * side
-            let part = Tensor(uninitializedShape: [chosen.count, channels, side, side])
-            for (i, n) in chosen.enumerated() { (part.data + i * size).update(from: images.data + n * size, count: size) }
-            let labels = records[0].label == nil ? nil : chosen.map { records[$0].label! }
-            return ImageDataset(images: part, labels: labels, captions: .given(chosen.map { records[$0].captions }))
-        }
-        return Loaded(train: try subset(false), test: try subset(true), digest: SHA256.hex(digest.finalize()))
+        return Loaded(train: subsets[0], test: subsets[1], digest: SHA256.hex(digest.finalize()))
     }
 
     /// The manifest's records, each checked: keys, types, and labels and splits on all records or none.

@@ -216,23 +216,19 @@ struct ReferenceImages {
     var source: String { manifest ?? "fashion-mnist" }
 
     func load() throws -> (train: ImageDataset, test: ImageDataset, trainLabels: [Int32], testLabels: [Int32], classCount: Int) {
-        guard let manifest else {
-            let train = try FashionMNIST.load(.train, directory: fashionMNISTDirectory), test = try FashionMNIST.load(.test, directory: fashionMNISTDirectory)
-            return (ImageDataset(train), ImageDataset(test), train.labels, test.labels, FashionMNIST.classNames.count)
-        }
-        let defaults = ExperimentConfig.DataConfig()
-        let folder = try ImageFolder.load(manifest: manifest, side: ReferenceClassifier.side, channels: channels, testShare: defaults.testShare,
-                                          splitSeed: defaults.splitSeed, classCount: classNames.isEmpty ? nil : classNames.count)
-        guard let trainLabels = folder.train.labels, let testLabels = folder.test.labels else {
-            throw TrainingFailure(description: "\(manifest): its records have no \"label\"; a reference classifier learns from labelled images")
+        let images = ImageSource(manifest: manifest, fashionMNISTDirectory: fashionMNISTDirectory,
+                                 classCount: classNames.isEmpty ? nil : classNames.count)
+        let (train, test, _) = try images.load(side: ReferenceClassifier.side, channels: channels)
+        guard let trainLabels = train.labels, let testLabels = test.labels else {
+            throw TrainingFailure(description: "\(source): its records have no \"label\"; a reference classifier learns from labelled images")
         }
         let classCount = classNames.isEmpty ? Int((trainLabels + testLabels).max()!) + 1 : classNames.count
         guard classCount <= 10_000 else {
-            throw TrainingFailure(description: "\(manifest): the largest label is \(classCount - 1); number the classes 0…K−1 and name them with --classes")
+            throw TrainingFailure(description: "\(source): the largest label is \(classCount - 1); number the classes 0…K−1 and name them with --classes")
         }
         guard classCount >= 2 else {
-            throw TrainingFailure(description: "\(manifest): every label is 0; a classifier needs at least 2 classes")
+            throw TrainingFailure(description: "\(source): every label is 0; a classifier needs at least 2 classes")
         }
-        return (folder.train, folder.test, trainLabels, testLabels, classCount)
+        return (train, test, trainLabels, testLabels, classCount)
     }
 }

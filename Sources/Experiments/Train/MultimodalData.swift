@@ -44,7 +44,12 @@ final class MultimodalData {
             throw ConfigurationError("autoencoder.codes: \(autoencoderPath) holds a KL autoencoder; recipe '\(config.recipe.recipe)' needs image codes (a vq or lfq autoencoder)")
         }
         let corpus = try TextCorpus.load(config.data.text)
-        let (trainSet, testSet, imagesKey) = try Self.loadImages(config.data, autoencoder: autoencoder.config, path: autoencoderPath)
+        let (trainSet, testSet, imagesKey) = try ImageSource(config.data).load(side: autoencoder.config.imageSide,
+                                                                                channels: autoencoder.config.imageChannels)
+        guard testSet.count >= 4 else {
+            throw ConfigurationError("\(config.data.images): the test split holds \(testSet.count) image(s); the image metrics compare at least 4 "
+                                     + "(raise data.test_share, or mark more records \"split\": \"test\")")
+        }
         classNames = config.data.usesFashionMNIST ? FashionMNIST.classNames : config.data.classes
         let trainCount = config.data.trainImages == 0 ? trainSet.count : min(config.data.trainImages, trainSet.count)
         let trainImages = trainSet.prefix(trainCount)
@@ -91,29 +96,6 @@ final class MultimodalData {
                                cachePath: "\(key)-test-\(testCount).h5", log: log)
     }
 
-    /// The training and test images of `data`, at the autoencoder's side and channels, and the part of
-    /// the cache names that tells image sources apart ("" for Fashion-MNIST, whose names it keeps).
-    static func loadImages(_ data: ExperimentConfig.DataConfig, autoencoder: AutoencoderConfig,
-                           path: String) throws -> (train: ImageDataset, test: ImageDataset, cacheKey: String) {
-        if data.usesFashionMNIST {
-            let train = try FashionMNIST.load(.train), test = try FashionMNIST.load(.test)
-            guard autoencoder.imageChannels == 1 && autoencoder.imageSide == train.side else {
-                throw ConfigurationError("\(path) takes \(autoencoder.imageChannels)×\(autoencoder.imageSide)×\(autoencoder.imageSide) images, "
-                                         + "but Fashion-MNIST's are 1×\(train.side)×\(train.side); use an autoencoder trained on them, "
-                                         + "or set data.images to a manifest of your own images")
-            }
-            return (ImageDataset(train), ImageDataset(test), "")
-        }
-        let folder = try ImageFolder.load(manifest: data.images, side: autoencoder.imageSide, channels: autoencoder.imageChannels,
-                                          testShare: data.testShare, splitSeed: data.splitSeed,
-                                          classCount: data.classes.isEmpty ? nil : data.classes.count)
-        guard folder.test.count >= 4 else {
-            throw ConfigurationError("\(data.images): the test split holds \(folder.test.count) image(s); the image metrics compare at least 4 "
-                                     + "(raise data.test_share, or mark more records \"split\": \"test\")")
-        }
-        return (folder.train, folder.test, "-images-\(folder.digest.prefix(16))")
-    }
-
     /// Caption `variant` of image `index` of a split (variants beyond the phrasings wrap around).
     func captionText(_ split: ImageSplit, index: Int, variant: Int) -> String {
         split.dataset.captionText(index: index, variant: variant)
@@ -123,10 +105,10 @@ final class MultimodalData {
     /// Fashion-MNIST's names are read with their synonyms (Captions.className); others as whole words.
     func className(in caption: String) -> Int? {
         if classNames == FashionMNIST.classNames { return Captions.className(in: caption) }
-        let words = caption.lowercased().split { !($0.isLetter || $0.isNumber || $0 == "-") }.joined(separator: " ")
-        let padded = " \(words) "
+        // Whole words: each name, as its words, must appear as a run of the caption's words.
+        let padded = " \(Captions.words(in: caption).joined(separator: " ")) "
         let found = classNames.indices.filter { index in
-            let name = classNames[index].lowercased().split { !($0.isLetter || $0.isNumber || $0 == "-") }.joined(separator: " ")
+            let name = Captions.words(in: classNames[index]).joined(separator: " ")
             return !name.isEmpty && padded.contains(" \(name) ")
         }
         return found.count == 1 ? found[0] : nil

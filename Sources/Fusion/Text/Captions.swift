@@ -208,11 +208,17 @@ public enum Captions {
         return table
     }()
 
+    /// The words of `text`, lower-cased: runs of letters, digits and hyphens ("T-shirt, 2 tops" →
+    /// "t-shirt", "2", "tops"). Class names are matched against these, so never inside a word.
+    public static func words(in text: String) -> [Substring] {
+        text.lowercased().split { !($0.isLetter || $0.isNumber || $0 == "-") }
+    }
+
     /// The class a caption names, or nil when it names none or more than one (ambiguous: counted as
     /// wrong by caption_accuracy). Case-insensitive; words are runs of letters, digits and hyphens.
     public static func className(in caption: String) -> Int? {
         var found: Int? = nil
-        let words = caption.lowercased().split { !($0.isLetter || $0.isNumber || $0 == "-") }
+        let words = Self.words(in: caption)
         for word in words {
             guard let label = classWords[String(word)] else { continue }
             if let earlier = found, earlier != label { return nil }
