@@ -68,8 +68,8 @@ final class ExperimentConfigTests: XCTestCase {
 
 final class ExperimentRunTests: XCTestCase {
     /// A tiny run: D 32, 2 layers, context 96, 12 steps of 2 sequences, checkpoints every 4 steps.
-    func tinyConfig(recipe: String, cache: String) throws -> (ExperimentConfig, String) {
-        let config = try ExperimentConfig.load(file: "configs/tiny.yaml", overrides: [
+    func tinyConfig(recipe: String, cache: String, extra: [String] = []) throws -> (ExperimentConfig, String) {
+        let config = try ExperimentConfig.load(file: "configs/tiny.yaml", overrides: extra + [
             "recipe=\(recipe)", "recipe.model.width=32", "recipe.model.layers=2", "recipe.model.heads=2",
             "recipe.model.context_length=96", "data.train_images=300", "data.cache_directory=\(cache)",
             "train.steps=12", "train.batch_size=2", "train.warmup_steps=2", "train.log_every=2", "train.checkpoint_every=4",
@@ -117,6 +117,86 @@ final class ExperimentRunTests: XCTestCase {
             XCTAssertThrowsError(try ExperimentRun.run(config, yaml: yaml, directory: root + "/whole", overwrite: false, resume: false)) {
                 XCTAssert("\($0)".contains("--resume") && "\($0)".contains("--overwrite"), "\($0)")
             }
+        }
+    }
+
+    func testEveryConnectorAndFusionTrainsEndToEnd() throws {
+        // Each connector once, each fusion at least once, over the three recipes: a tiny run trains, logs
+        // caption_accuracy beside the generation metrics, and keeps its understanding weights in the checkpoint.
+        let root = try temporaryDirectory()
+        let cases: [(recipe: String, fusion: String, connector: String)] = [
+            ("chameleon", "sequence", "linear"), ("showo", "hybrid", "pixel_shuffle"), ("transfusion", "cross_attention", "resampler"),
+            ("chameleon", "cross_attention", "qformer"), ("transfusion", "sequence", "mlp")]
+        for (index, c) in cases.enumerated() {
+            let (config, yaml) = try tinyConfig(recipe: c.recipe, cache: root + "/cache", extra: [
+                "recipe.understanding.encoder=patches", "recipe.understanding.fusion=\(c.fusion)",
+                "recipe.understanding.connector=\(c.connector)", "recipe.understanding.queries=8"])
+            let directory = root + "/run\(index)"
+            try ExperimentRun.run(config, yaml: yaml, directory: directory, overwrite: false, resume: false)
+            let logged = try series(directory + "/log.h5", run: config.name)
+            XCTAssertEqual(logged["eval/caption_accuracy"]?.count, 2, "\(c)")
+            XCTAssertNotNil(logged["eval/fd_fmnist"], "\(c)")
+            XCTAssert(logged["train/loss"]!.allSatisfy(\.isFinite), "\(c)")
+            let trained = try TrainedRun(directory: directory, log: { _ in })
+            XCTAssertEqual(trained.model.config.understanding.fusion.rawValue, c.fusion)
+            let names = trained.model.namedParameters().map(\.name)
+            XCTAssert(names.contains { $0.hasPrefix("understanding.connector.") }, "\(c)")
+            XCTAssertEqual(names.contains { $0.hasPrefix("core.crossAttention.") }, c.fusion != "sequence", "\(c)")
+        }
+        // A killed cross-attention run resumes to the same numbers (the gates and the resampler included).
+        let (config, yaml) = try tinyConfig(recipe: "transfusion", cache: root + "/cache", extra: [
+            "recipe.understanding.encoder=patches", "recipe.understanding.fusion=cross_attention", "recipe.understanding.connector=resampler",
+            "recipe.understanding.queries=8"])
+        try ExperimentRun.run(config, yaml: yaml, directory: root + "/resumed", overwrite: false, resume: false, stopAfterStep: 7)
+        try ExperimentRun.run(config, yaml: yaml, directory: root + "/resumed", overwrite: false, resume: true)
+        let whole = try series(root + "/run2/log.h5", run: config.name), resumed = try series(root + "/resumed/log.h5", run: config.name)
+        XCTAssertEqual(Set(whole.keys), Set(resumed.keys))
+        for (name, values) in whole { XCTAssertEqual(values, resumed[name], "\(name) differs after resuming") }
+    }
+
+    func testStagesTrainWhatTheySayAndResumeAcrossABoundary() throws {
+        let root = try temporaryDirectory()
+        let understanding = ["recipe.understanding.encoder=patches", "recipe.understanding.fusion=cross_attention",
+                             "recipe.understanding.connector=linear"]
+        // LLaVA's first stage alone: only the connector and the cross-attention layers move.
+        let (aligned, alignedYAML) = try tinyConfig(recipe: "chameleon", cache: root + "/cache", extra: understanding + [
+            "train.stages=[{steps: 12, train: [connector, cross_attention], learning_rate: 0.01}]"])
+        try ExperimentRun.run(aligned, yaml: alignedYAML, directory: root + "/aligned", overwrite: false, resume: false)
+        let trained = try TrainedRun(directory: root + "/aligned", log: { _ in })
+        var generator = RandomGenerator(seed: aligned.seed).split(key: "init")
+        let initial = try FusionModel(config: trained.model.config, vocabulary: trained.data.vocabulary, generator: &generator)
+        let start = initial.parametersByName()
+        for (name, tensor) in trained.model.namedParameters() {
+            let moved = tensor.array != start[name]!.array
+            XCTAssertEqual(moved, name.hasPrefix("understanding.") || name.hasPrefix("core.crossAttention."), "\(name) moved: \(moved)")
+        }
+        let logged = try series(root + "/aligned/log.h5", run: aligned.name)
+        XCTAssertEqual(logged["train/stage"], [1, 1, 1, 1, 1, 1])
+
+        // Two stages, killed after step 7 (past the boundary at 6; its checkpoint is step 4, before it):
+        // resumed, it ends as the uninterrupted run, stage by stage, rates included.
+        let (staged, stagedYAML) = try tinyConfig(recipe: "chameleon", cache: root + "/cache", extra: understanding + [
+            "train.stages=[{steps: 6, train: [connector], learning_rate: 0.01, warmup_steps: 0}, {steps: 6, train: [all], learning_rate: 0.002}]"])
+        try ExperimentRun.run(staged, yaml: stagedYAML, directory: root + "/whole", overwrite: false, resume: false)
+        try ExperimentRun.run(staged, yaml: stagedYAML, directory: root + "/resumed", overwrite: false, resume: false, stopAfterStep: 7)
+        try ExperimentRun.run(staged, yaml: stagedYAML, directory: root + "/resumed", overwrite: false, resume: true)
+        let whole = try series(root + "/whole/log.h5", run: staged.name), resumed = try series(root + "/resumed/log.h5", run: staged.name)
+        for (name, values) in whole { XCTAssertEqual(values, resumed[name], "\(name) differs after resuming") }
+        XCTAssertEqual(whole["train/stage"], [1, 1, 1, 2, 2, 2])
+        let rates = whole["train/learning_rate"]!
+        XCTAssertEqual(rates[0], 0.01 * (1 + cos(Double.pi * 1 / 6)) / 2 * 0.9 + 0.001, accuracy: 1e-6, "stage 1 at its step 1: cosine from 0.01 without warm-up")
+        XCTAssertLessThan(rates[3], 0.002 + 1e-9)
+
+        // Errors name the key and the fix.
+        func message(_ overrides: [String]) -> String {
+            do { _ = try tinyConfig(recipe: "chameleon", cache: root + "/cache", extra: overrides); return "no error" } catch { return "\(error)" }
+        }
+        XCTAssert(message(["train.stages=[{steps: 5, train: [all]}]"]).contains("add up to train.steps (12)"))
+        XCTAssert(message(["train.stages=[{steps: 12, train: [all], lr: 0.1}]"]).contains("learning_rate"))
+        XCTAssert(message(["train.stages=[{steps: 12, train: [encoder]}]"]).contains("connector"))
+        let (shared, sharedYAML) = try tinyConfig(recipe: "chameleon", cache: root + "/cache", extra: ["train.stages=[{steps: 12, train: [connector]}]"])
+        XCTAssertThrowsError(try ExperimentRun.run(shared, yaml: sharedYAML, directory: root + "/shared", overwrite: false, resume: false)) {
+            XCTAssert("\($0)".contains("recipe.understanding.encoder: patches"), "\($0)")
         }
     }
 

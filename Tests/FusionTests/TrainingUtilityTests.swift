@@ -434,6 +434,40 @@ final class TrainingUtilityTests: XCTestCase {
         XCTAssertNotEqual(a.array, [1, 2, 3, 4])
     }
 
+    func testAFrozenParameterStartsItsBiasCorrectionWhenItThaws() throws {
+        // Frozen for 3 steps (a training stage that leaves it alone), then trained: its first update is
+        // exactly a fresh optimiser's first update, while the other parameter goes on at t = 4.
+        let a = Tensor([1, 2], shape: [2], requiresGrad: true), late = Tensor([3, 4], shape: [2], requiresGrad: true)
+        let optimizer = AdamW(parameters: [("a", a), ("late", late)], learningRate: 0.1)
+        for _ in 0..<3 {
+            a.grad = Tensor([0.5, -1], shape: [2]); late.grad = Tensor([9, 9], shape: [2])
+            optimizer.step(freezing: ["late"])
+        }
+        XCTAssertEqual(late.array, [3, 4])
+        XCTAssertEqual(optimizer.state["m.late"]!.array, [0, 0])
+        XCTAssertEqual(optimizer.state["steps"]!.array, [3, 0])
+        let saved = optimizer.state.mapValues { $0.copy() }
+        a.grad = Tensor([0.5, -1], shape: [2]); late.grad = Tensor([2, -3], shape: [2])
+        optimizer.step()
+        let fresh = Tensor([3, 4], shape: [2], requiresGrad: true)
+        let reference = AdamW(parameters: [("late", fresh)], learningRate: 0.1)
+        fresh.grad = Tensor([2, -3], shape: [2])
+        reference.step()
+        assertBitwiseEqual(late.array, fresh.array, "the thawed parameter's first update")
+        XCTAssertEqual(optimizer.state["steps"]!.array, [4, 1])
+        // The counts survive a checkpoint; a state without them (every parameter trained every step) loads too.
+        let restored = AdamW(parameters: [("a", Tensor([1, 2], shape: [2], requiresGrad: true)), ("late", Tensor([3, 4], shape: [2], requiresGrad: true))],
+                             learningRate: 0.1)
+        try restored.load(state: saved, stepCount: 3)
+        XCTAssertEqual(restored.state["steps"]!.array, [3, 0])
+        var older = saved
+        older["steps"] = nil
+        try restored.load(state: older, stepCount: 3)
+        XCTAssertNil(restored.state["steps"], "every count is the step count: nothing extra to save")
+        older["steps"] = Tensor([5, 0], shape: [2])
+        XCTAssertThrowsError(try restored.load(state: older, stepCount: 3)) { XCTAssert("\($0)".contains("outside 0...3"), "\($0)") }
+    }
+
     func testAdamWStateRoundTripContinuesIdentically() throws {
         var g = RandomGenerator(seed: 51)
         func makeParams() -> [(name: String, tensor: Tensor)] {

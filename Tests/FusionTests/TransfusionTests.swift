@@ -91,7 +91,7 @@ final class TransfusionTests: XCTestCase {
             var generator = RandomGenerator(seed: 9)
             var capped: [Float] = [], free: [Float] = []
             for _ in 0..<100 {
-                for (image, noised) in zip(batch.images, model.noiseImages(of: batch, schedule: schedule, generator: &generator)) {
+                for (image, noised) in zip(batch.images, model.noiseImages(of: batch, schedule: schedule, generator: &generator).map { $0! }) {
                     if image.comesFirst && documents[image.document].segments.count == 2 { capped.append(noised.timestep) } else { free.append(noised.timestep) }
                 }
             }

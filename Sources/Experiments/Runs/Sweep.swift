@@ -191,7 +191,7 @@ enum Sweep {
             evaluationSets.append((point.name, "eval.images=\(config.eval.images) eval.captions=\(config.eval.captions) "
                                    + "eval.text_tokens=\(config.eval.textTokens)"))
             return Plan(name: point.name, recipe: config.recipe.recipe, seed: config.seed,
-                        nonEmbeddingParameters: config.recipe.model.nonEmbeddingParameterCount, steps: config.train.steps,
+                        nonEmbeddingParameters: config.recipe.nonEmbeddingParameterCount, steps: config.train.steps,
                         tokens: config.train.steps * config.train.batchSize * config.recipe.model.contextLength)
         }
         if let first = evaluationSets.first, let other = evaluationSets.first(where: { $0.sets != first.sets }) {

@@ -32,11 +32,11 @@ struct DocumentStream {
             if !wantText {
                 let index = Int(g.nextFloat() * Float(data.train.count)) % data.train.count
                 let caption = data.tokenizer.encode(data.captionText(data.train, index: index, variant: Int(g.nextFloat() * 1_000_000)))
-                let image = data.content(data.train, index: index)
                 if g.nextFloat() < config.data.imageFirstShare {
-                    document = model.understandingDocument(image: image, caption: caption)
+                    document = model.understandingDocument(image: data.understandingContent(data.train, index: index, model: model),
+                                                           caption: caption)
                 } else {
-                    document = model.generationDocument(caption: caption, image: image,
+                    document = model.generationDocument(caption: caption, image: data.content(data.train, index: index),
                                                         dropCaption: model.drawCaptionDropout(generator: &g))
                 }
                 let n = layout.length(of: document!)

@@ -141,7 +141,7 @@ struct Evaluation {
         let chunk = 25
         for start in stride(from: 0, to: m, by: chunk) {
             let count = min(chunk, m - start)
-            let images = (start..<(start + count)).map { data.content(data.test, index: $0) }
+            let images = (start..<(start + count)).map { data.understandingContent(data.test, index: $0, model: model) }
             var options = TokenSamplingOptions()
             options.temperature = 0
             let captions = try model.caption(images: images, maxTokens: config.eval.captionTokens, options: options, generator: &generator)

@@ -81,7 +81,7 @@ struct ExperimentConfig: Configuration, Equatable {
             case steps, batchSize = "batch_size", learningRate = "learning_rate", warmupSteps = "warmup_steps"
             case finalLearningRateRatio = "final_learning_rate_ratio", weightDecay = "weight_decay"
             case gradientClip = "gradient_clip", logEvery = "log_every", evalEvery = "eval_every"
-            case checkpointEvery = "checkpoint_every"
+            case checkpointEvery = "checkpoint_every", stages
         }
         var steps = 1_000
         /// Sequences per step (each `recipe.model.contextLength` positions).
@@ -96,6 +96,9 @@ struct ExperimentConfig: Configuration, Equatable {
         /// Steps between evaluations (and log flushes); the last step is always evaluated.
         var evalEvery = 250
         var checkpointEvery = 250
+        /// Phases that train parts of the model at their own learning rates (`TrainingStages.swift`);
+        /// [] trains everything throughout.
+        var stages: [TrainingStage] = []
     }
 
     struct EvalConfig: Codable, Equatable {
@@ -162,6 +165,21 @@ struct ExperimentConfig: Configuration, Equatable {
         try require((0...1).contains(train.finalLearningRateRatio), "train.final_learning_rate_ratio", train.finalLearningRateRatio, "must lie in [0, 1]")
         try require(train.weightDecay >= 0, "train.weight_decay", train.weightDecay, "must be ≥ 0")
         try require(train.gradientClip > 0, "train.gradient_clip", train.gradientClip, "must be positive")
+        if !train.stages.isEmpty {
+            let total = train.stages.reduce(0) { $0 + $1.steps }
+            try require(total == train.steps, "train.stages", "steps \(train.stages.map(\.steps))",
+                        "must add up to train.steps (\(train.steps)), they add up to \(total); change one or the other")
+            for (index, stage) in train.stages.enumerated() {
+                let key = "train.stages[\(index + 1)]"
+                try require(stage.steps > 0, key + ".steps", stage.steps, "must be at least 1")
+                try require(!stage.train.isEmpty, key + ".train", stage.train.map(\.rawValue),
+                            "must name what the stage trains: \(TrainingStage.Module.choices)")
+                try require((stage.learningRate ?? train.learningRate) > 0, key + ".learning_rate", stage.learningRate ?? 0, "must be positive")
+                if let warmup = stage.warmupSteps {
+                    try require((0..<stage.steps).contains(warmup), key + ".warmup_steps", warmup, "must lie in 0..<the stage's steps (\(stage.steps))")
+                }
+            }
+        }
         for (key, value) in [("log_every", train.logEvery), ("eval_every", train.evalEvery), ("checkpoint_every", train.checkpointEvery)] {
             try require(value > 0, "train.\(key)", value, "must be at least 1")
         }

@@ -95,9 +95,7 @@ enum ExperimentRun {
         let data = try MultimodalData(config: config, log: progress.say)
         let coverage = MetricCoverage(metrics: ImageMetrics(reference), data: data)
         if !config.data.usesFashionMNIST { progress.say("fusion train: \(coverage.description)") }
-        var recipe = config.recipe
-        recipe.imageGrid = data.autoencoder.gridSide
-        if recipe.imageObjective.usesCodes { recipe.imageCodes = data.autoencoder.codebookSize } else { recipe.latentChannels = data.autoencoder.latentChannels }
+        let recipe = data.imageGeometry(of: config.recipe)
         let root = RandomGenerator(seed: config.seed)
         var initGenerator = root.split(key: "init")
         let model = try FusionModel(config: recipe, vocabulary: data.vocabulary, generator: &initGenerator)
@@ -105,12 +103,12 @@ enum ExperimentRun {
         resolved.recipe = model.config
         let parameters = model.namedParameters()
         let optimizer = AdamW(parameters: parameters, learningRate: config.train.learningRate, weightDecay: config.train.weightDecay)
-        let schedule = WarmupCosineSchedule(peak: config.train.learningRate, warmupSteps: config.train.warmupSteps,
-                                            totalSteps: config.train.steps, floor: config.train.learningRate * config.train.finalLearningRateRatio)
+        let plan = TrainingPlan(config.train)
+        try plan.check(parameters: parameters.map(\.name))
         let stream = DocumentStream(data: data, model: model, config: resolved)
         let specialIDs = Set(data.vocabulary.specialIDs)
         let lossGenerator = root.split(key: "objective")
-        let nonEmbedding = model.config.model.nonEmbeddingParameterCount
+        let nonEmbedding = model.config.nonEmbeddingParameterCount
         let tokensPerStep = config.train.batchSize * model.config.model.contextLength
         let rows = world.share(of: config.train.batchSize)
         var gradients = GradientAllreduce(communicator: world)
@@ -213,6 +211,8 @@ enum ExperimentRun {
                                  + divergenceAdvice(config, resumeCommand, checkpointStep: lastCheckpointStep))
             }
             share.total.backward()
+            let frozen = plan.isStaged ? plan.frozen(at: step, among: parameters.map(\.name)) : []
+            for (name, tensor) in parameters where frozen.contains(name) { tensor.zeroGrad() }  // not summed, clipped or stepped
             gradients.sum(parameters.map(\.tensor))
             let norm = clipGradientNorm(parameters.map(\.tensor), maxNorm: config.train.gradientClip)
             guard norm.isFinite else {
@@ -220,8 +220,8 @@ enum ExperimentRun {
                 throw RunFailure(description: "step \(step): the gradient norm is \(norm) (non-finite in \(nonFiniteGradientNames(parameters).prefix(5).joined(separator: ", "))). "
                                  + divergenceAdvice(config, resumeCommand, checkpointStep: lastCheckpointStep))
             }
-            optimizer.learningRate = schedule.rate(at: step)
-            optimizer.step()
+            optimizer.learningRate = plan.learningRate(at: step)
+            optimizer.step(freezing: frozen)
             countedFlops += FlopCounter.total
             window.add(loss, norm: norm, seconds: Date().timeIntervalSince(started), tokens: tokensPerStep)
             let imageDocuments = documents.filter(\.hasImage)
@@ -232,6 +232,7 @@ enum ExperimentRun {
             let done = step + 1
             if done % config.train.logEvery == 0 || done == config.train.steps {
                 var values = window.means()
+                if plan.isStaged { values.append(("stage", Double(plan.stage(at: step).index + 1))) }
                 values += [("learning_rate", Double(optimizer.learningRate)), ("tokens_per_second", window.tokensPerSecond),
                            ("flops_counted", Double(countedFlops)), ("flops_6nd", 6 * Double(nonEmbedding) * Double(done * tokensPerStep))]
                 try log?.append("train", step: done, values)
@@ -310,9 +311,7 @@ extension ExperimentRun {
     /// estimate of the papers (N non-embedding parameters). Nothing is trained.
     static func flopsPerPosition(_ config: ExperimentConfig) throws -> (parameters: Int, nonEmbedding: Int, counted: Double, estimate: Double) {
         let data = try MultimodalData(config: config, log: { print($0) })
-        var recipe = config.recipe
-        recipe.imageGrid = data.autoencoder.gridSide
-        if recipe.imageObjective.usesCodes { recipe.imageCodes = data.autoencoder.codebookSize } else { recipe.latentChannels = data.autoencoder.latentChannels }
+        let recipe = data.imageGeometry(of: config.recipe)
         var generator = RandomGenerator(seed: config.seed).split(key: "init")
         let model = try FusionModel(config: recipe, vocabulary: data.vocabulary, generator: &generator)
         let stream = DocumentStream(data: data, model: model, config: config)
@@ -323,7 +322,7 @@ extension ExperimentRun {
             model.loss(batch, generator: &objective).total.backward()
         }
         let positions = Double(batch.rows * batch.length)
-        let nonEmbedding = recipe.model.nonEmbeddingParameterCount
+        let nonEmbedding = recipe.nonEmbeddingParameterCount
         return (model.parameterCount, nonEmbedding, Double(flops) / positions, 6 * Double(nonEmbedding))
     }
 }

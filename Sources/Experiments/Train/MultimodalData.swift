@@ -114,6 +114,27 @@ final class MultimodalData {
         return found.count == 1 ? found[0] : nil
     }
 
+    /// `recipe` with the image geometry of this data's autoencoder: its latent grid, codebook size or
+    /// latent channels, and the pixel side and channels an understanding encoder reads.
+    func imageGeometry(of recipe: RecipeConfig) -> RecipeConfig {
+        var recipe = recipe
+        recipe.imageGrid = autoencoder.gridSide
+        if recipe.imageObjective.usesCodes { recipe.imageCodes = autoencoder.codebookSize } else { recipe.latentChannels = autoencoder.latentChannels }
+        recipe.understanding.imageSide = autoencoder.config.imageSide
+        recipe.understanding.imageChannels = autoencoder.config.imageChannels
+        return recipe
+    }
+
+    /// What an image→caption document of `model` holds for image `index` of a split: its pixels when
+    /// the model has an understanding encoder of its own, else the codes or latents it generates.
+    func understandingContent(_ split: ImageSplit, index: Int, model: FusionModel) -> ImageContent {
+        guard model.understanding != nil else { return content(split, index: index) }
+        let images = split.images, size = images.count / max(images.shape[0], 1)
+        let one = Tensor(uninitializedShape: Array(images.shape.dropFirst()))
+        one.data.update(from: images.data + index * size, count: size)
+        return .pixels(one)
+    }
+
     func content(_ split: ImageSplit, index: Int) -> ImageContent {
         if let codes = split.codes { return .codes(codes[index]) }
         let latents = split.latents!

@@ -38,9 +38,7 @@ struct TrainedRun {
         let tokenizer = try BPETokenizer.read(from: file.root.group("tokenizer"))
         try file.close()
         data = try MultimodalData(config: config, tokenizer: tokenizer, log: log)
-        var recipe = config.recipe
-        recipe.imageGrid = data.autoencoder.gridSide
-        if recipe.imageObjective.usesCodes { recipe.imageCodes = data.autoencoder.codebookSize } else { recipe.latentChannels = data.autoencoder.latentChannels }
+        let recipe = data.imageGeometry(of: config.recipe)
         var generator = RandomGenerator(seed: config.seed).split(key: "init")
         model = try FusionModel(config: recipe, vocabulary: data.vocabulary, generator: &generator)
         try checkpoint.restore(into: model.parametersByName())

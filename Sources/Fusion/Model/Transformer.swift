@@ -82,11 +82,17 @@ public final class Transformer: Module {
     let finalNorm: Tensor  // [D]
     /// [V, D]: logits = hidden · outputHeadᵀ (untied from the input embedding, as Llama).
     public let outputHead: Tensor
+    /// Flamingo's gated cross-attention layers (`GatedCrossAttention`), one before every
+    /// `crossAttentionEvery`-th block (blocks 0, k, 2k, …); empty when images do not enter that way.
+    public let crossAttention: [GatedCrossAttention]
+    public let crossAttentionEvery: Int
     /// Forward passes run so far (full or cached `hiddenStates` calls): what the sampling benchmark
     /// reports per generated image. Not a parameter, not saved.
     public internal(set) var forwardPasses = 0
 
-    public init(config: TransformerConfig, generator: inout RandomGenerator) {
+    /// `crossAttentionEvery` k > 0 adds the gated cross-attention layers, drawn after every other
+    /// parameter so that the core's own start the same with them and without.
+    public init(config: TransformerConfig, crossAttentionEvery: Int = 0, generator: inout RandomGenerator) {
         precondition((try? config.validate()) != nil, "Transformer: invalid configuration \(config); call validate() first")
         self.config = config
         tokenEmbedding = Tensor.randomNormal([config.vocabularySize, config.width], std: config.initStd,
@@ -97,21 +103,37 @@ public final class Transformer: Module {
         finalNorm = Tensor(repeating: 1, shape: [config.width], requiresGrad: true)
         outputHead = Tensor.randomNormal([config.vocabularySize, config.width], std: config.initStd,
                                          generator: &generator, requiresGrad: true)
+        self.crossAttentionEvery = crossAttentionEvery
+        crossAttention = crossAttentionEvery > 0
+            ? stride(from: 0, to: config.layers, by: crossAttentionEvery).map { _ in
+                GatedCrossAttention(width: config.width, heads: config.heads, generator: &generator)
+            }
+            : []
+    }
+
+    /// The gated cross-attention layer that runs before block `index`, if any.
+    func crossAttentionLayer(before index: Int) -> GatedCrossAttention? {
+        crossAttentionEvery > 0 && index % crossAttentionEvery == 0 ? crossAttention[index / crossAttentionEvery] : nil
     }
 
     /// Embeddings [N, D] of N ids.
     public func embed(_ ids: [Int32]) -> Tensor { embedding(tokenEmbedding, ids: ids) }
 
     /// Final-normalised hidden states [B, T, D] of inputs [B, T, D]; `positions` are B·T RoPE positions
-    /// (restarting in each packed document), `masks` one per sequence.
-    public func hiddenStates(_ inputs: Tensor, positions: [Int32], masks: [AttentionMask]) -> Tensor {
+    /// (restarting in each packed document), `masks` one per sequence; `context`: the image features the
+    /// cross-attention layers read (nil: they are skipped, as for a batch without such images).
+    public func hiddenStates(_ inputs: Tensor, positions: [Int32], masks: [AttentionMask],
+                             context: CrossAttentionContext? = nil) -> Tensor {
         checkShape(inputs.rank == 3 && inputs.shape[2] == config.width,
                    "Transformer: inputs \(inputs.shape) must be [B, T, \(config.width)]")
         checkShape(inputs.shape[1] <= config.contextLength,
                    "Transformer: sequence of \(inputs.shape[1]) positions is longer than the context (\(config.contextLength))")
         forwardPasses += 1
         var x = inputs
-        for block in blocks { x = block(x, positions: positions, masks: masks) }
+        for (index, block) in blocks.enumerated() {
+            if let context, let layer = crossAttentionLayer(before: index) { x = layer(x, context: context) }
+            x = block(x, positions: positions, masks: masks)
+        }
         return rmsNorm(x, weight: finalNorm)
     }
 
@@ -122,10 +144,11 @@ public final class Transformer: Module {
     /// and to each other (`newTokens`: causally, or fully as inside an image); their keys and values
     /// are written into the cache, and kept there only when `commit` (a diffusion or MaskGIT step
     /// re-runs the same image positions many times over one cached prefix). `valid` [B][Tn] marks
-    /// padding (false) that no one may attend to. Inference only: records no graph.
+    /// padding (false) that no one may attend to; `context` as above, its flags for the new positions.
+    /// Inference only: records no graph.
     public func hiddenStates(_ inputs: Tensor, positions: [Int32], cache: KVCache,
                              newTokens: KVCache.NewTokenAttention = .causal, valid: [[Bool]]? = nil,
-                             commit: Bool = true) -> Tensor {
+                             commit: Bool = true, context: CrossAttentionContext? = nil) -> Tensor {
         withoutGradients {
             let tn = inputs.shape[1]
             precondition(cache.length + tn <= cache.capacity,
@@ -133,6 +156,7 @@ public final class Transformer: Module {
             forwardPasses += 1
             var x = inputs
             for (layer, block) in blocks.enumerated() {
+                if let context, let crossLayer = crossAttentionLayer(before: layer) { x = crossLayer(x, context: context) }
                 x = block(x, positions: positions, cache: cache, layer: layer, newTokens: newTokens, valid: valid)
             }
             cache.finish(newCount: tn, valid: valid, commit: commit)

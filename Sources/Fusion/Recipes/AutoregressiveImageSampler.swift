@@ -82,6 +82,10 @@ struct PrefilledPrompts {
     let positions: [Int32]
     /// Prompt length Tp (with padding): the cache's first Tp entries.
     let length: Int
+    /// The prompts' pixel images as the cross-attention layers read them, and how many features each
+    /// row has: what every position decoded after the prompt sees (nil without cross-attention).
+    var context: CrossAttentionContext? = nil
+    var contextKeys: [Int] = []
 }
 
 extension FusionModel {
@@ -94,10 +98,12 @@ extension FusionModel {
             throw SequenceLengthError(documentLength: length + continuation, contextLength: config.model.contextLength)
         }
         let cache = KVCache(config: config.model, batch: rows, capacity: length + continuation)
-        let hidden = prefill(packed, cache: cache)  // [R, Tp, D]
+        let context = withoutGradients { crossAttentionContext(packed) }
+        let hidden = prefill(packed, cache: cache, context: context)  // [R, Tp, D]
         let last = withoutGradients { hidden.narrow(axis: 1, start: length - 1, length: 1).reshaped([rows, d]) }
         let positions = (0..<rows).map { packed.positions[$0 * length + length - 1] + 1 }
-        return PrefilledPrompts(rows: rows, cache: cache, lastHidden: last, positions: positions, length: length)
+        return PrefilledPrompts(rows: rows, cache: cache, lastHidden: last, positions: positions, length: length,
+                                context: context, contextKeys: context == nil ? [] : crossAttentionKeys(packed))
     }
 
     /// Prefills the image prompts (caption, then BOI), conditional rows first and, when `guided`, one

@@ -43,7 +43,8 @@ extension FusionModel {
                 }
                 if step == maxTokens - 1 || !finished.contains(false) { break }
                 hidden = core.hiddenStates(core.embed(next).reshaped([rows, 1, d]), positions: positions,
-                                           cache: start.cache).reshaped([rows, d])
+                                           cache: start.cache, context: start.context?.forNewPositions(1, keys: start.contextKeys))
+                    .reshaped([rows, d])
                 for r in 0..<rows { positions[r] += 1 }
             }
             return captions
@@ -63,7 +64,8 @@ extension FusionModel {
         // Positions EOI … (last caption id) predict caption ids 1…, then EOS.
         let first = image.start + image.count, predicted = length - 1 - first  // caption + EOS
         return withoutGradients {
-            let hidden = core.hiddenStates(inputEmbeddings(batch), positions: batch.positions, masks: masks(for: batch))
+            let hidden = core.hiddenStates(inputEmbeddings(batch), positions: batch.positions, masks: masks(for: batch),
+                                           context: crossAttentionContext(batch))
             let logProbabilities = core.logits(hidden.reshaped([length, d]).narrow(axis: 0, start: first, length: predicted))
                 .logSoftmax()  // [caption + 1, V]
             var total: Float = 0

@@ -86,9 +86,11 @@ extension FusionModel {
         }
     }
 
-    /// Every image of the batch noised at its own level, in order (the captioning cap applied).
-    func noiseImages(of batch: PackedBatch, schedule: NoiseSchedule, generator: inout RandomGenerator) -> [NoisedImage] {
+    /// Every latent image of the batch noised at its own level, in order (the captioning cap applied);
+    /// nil for a pixel image (an understanding encoder's, trained on no loss of its own).
+    func noiseImages(of batch: PackedBatch, schedule: NoiseSchedule, generator: inout RandomGenerator) -> [NoisedImage?] {
         batch.images.map { image in
+            if image.readsPixels { return nil }
             guard case .latents(let clean) = image.content else {
                 preconditionFailure("FusionModel: recipe '\(config.recipe)' trains on latent images, but the batch holds image codes")
             }
@@ -104,15 +106,16 @@ extension FusionModel {
         guard let latentPatches else { preconditionFailure("FusionModel: the diffusion objective needs latent patches") }
         let schedule = NoiseSchedule(cosineSteps: config.diffusionSteps)  // ~1000 cosines: cheaper than a cache
         let allNoised = noiseImages(of: batch, schedule: schedule, generator: &generator)
-        let allTrained = allNoised.filter(\.trained).count
+        let allTrained = allNoised.compactMap { $0 }.filter(\.trained).count
         let allTargets = diffusionTextTargets(batch)
         let allTextCount = allTargets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
 
         let local = batch.rows(rows)
-        let noised = batch.imageIndices(inRows: rows).map { allNoised[$0] }
+        let noised = batch.imageIndices(inRows: rows).compactMap { allNoised[$0] }
         let (b, t, d) = (local.rows, local.length, config.model.width)
         let (inputs, encoded) = latentInputs(local, latents: noised.map(\.latents), timesteps: noised.map(\.timestep))
-        let hidden = core.hiddenStates(inputs, positions: local.positions, masks: masks(for: local)).reshaped([b * t, d])
+        let hidden = core.hiddenStates(inputs, positions: local.positions, masks: masks(for: local),
+                                       context: crossAttentionContext(local)).reshaped([b * t, d])
 
         // LM part: logits only at the rows that have a target.
         let targets = Array(allTargets[batch.flatIndices(ofRows: rows)])
@@ -138,7 +141,7 @@ extension FusionModel {
                 let perImage = prediction.count / trained.count
                 imageLoss = ((prediction - target) * weights).squared().sum() * (1 / Float(perImage * allTrained))
             }
-            for (image, isTrained) in zip(local.images, trained) where isTrained { trainedPatches += image.count }
+            for (image, isTrained) in zip(local.images.filter { !$0.readsPixels }, trained) where isTrained { trainedPatches += image.count }
         }
         let total = textLoss + imageLoss * config.diffusionWeight
         return RecipeLoss(total: total, parts: [("text_loss", textLoss.item), ("image_loss", imageLoss.item)],

@@ -5,7 +5,8 @@
 // Token layout of one document (what `SequenceLayout` writes):
 //     BOS  segment  segment  …  EOS          text segment: its ids as given (task tokens included)
 //                                            image segment: BOI  n image positions  EOI
-// with n = h·w codes (discrete recipes) or (h/p)·(w/p) latent patches (Transfusion, patch size p).
+// with n = h·w codes (discrete recipes) or (h/p)·(w/p) latent patches (Transfusion, patch size p), or
+// for pixels the understanding connector's tokens in the sequence (none under cross-attention fusion).
 
 /// What fills an image's positions.
 public enum ImageContent {
@@ -13,6 +14,9 @@ public enum ImageContent {
     case codes([Int32])
     /// Latents [C, h, w] (the autoencoder's `encodeToLatents`, scaled to unit variance).
     case latents(Tensor)
+    /// Pixels [C, S, S] in [0, 1], for an understanding encoder apart from the generation tokenizer
+    /// (`UnderstandingConfig`): what an image→caption document carries then. No loss is trained on them.
+    case pixels(Tensor)
 }
 
 public enum Segment {

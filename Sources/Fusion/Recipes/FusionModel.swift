@@ -11,6 +11,9 @@ public final class FusionModel: Module {
     public let core: Transformer
     /// Latent patches ↔ core width, with the timestep embedding (Transfusion §3.2); nil for codes.
     public let latentPatches: LatentPatchCodec?
+    /// The understanding encoder and connector, when image→caption documents carry pixels
+    /// (`config.understanding`); nil when the model reads images as it generates them.
+    public let understanding: ImageUnderstanding?
 
     public init(config: RecipeConfig, vocabulary: Vocabulary, generator: inout RandomGenerator) throws {
         var resolved = config
@@ -27,12 +30,21 @@ public final class FusionModel: Module {
         self.config = resolved
         self.vocabulary = vocabulary
         var coreGenerator = generator.split(key: "core"), patchGenerator = generator.split(key: "latentPatches")
-        core = Transformer(config: resolved.model, generator: &coreGenerator)
+        var understandingGenerator = generator.split(key: "understanding")
+        let reading = resolved.understanding
+        core = Transformer(config: resolved.model, crossAttentionEvery: reading.crossAttends ? reading.crossAttentionEvery : 0,
+                           generator: &coreGenerator)
         latentPatches = resolved.imageObjective == .diffusion
             ? LatentPatchCodec(config: resolved, generator: &patchGenerator) : nil
+        understanding = reading.readsPixels
+            ? ImageUnderstanding(config: reading, width: resolved.model.width, heads: resolved.model.heads, generator: &understandingGenerator)
+            : nil
     }
 
-    public var layout: SequenceLayout { SequenceLayout(vocabulary: vocabulary, patchSize: config.patchSize) }
+    public var layout: SequenceLayout {
+        SequenceLayout(vocabulary: vocabulary, patchSize: config.patchSize,
+                       pixelPositions: understanding.map { $0.config.sequencePositions })
+    }
 
     /// The attention masks of a packed batch under this recipe's image attention.
     public func masks(for batch: PackedBatch) -> [AttentionMask] { batch.masks(imageAttention: config.imageAttention) }
@@ -150,13 +162,18 @@ extension FusionModel {
     /// [B, T, D]; row b's last one predicts what follows its prompt. Image positions attend to each
     /// other when this recipe's image attention is bidirectional. Inference only.
     public func prefill(_ prompts: PackedBatch, cache: KVCache) -> Tensor {
+        prefill(prompts, cache: cache, context: withoutGradients { crossAttentionContext(prompts) })
+    }
+
+    /// `prefill` with the prompts' cross-attention context already made (`crossAttentionContext`).
+    func prefill(_ prompts: PackedBatch, cache: KVCache, context: CrossAttentionContext?) -> Tensor {
         withoutGradients {
             let valid = (0..<prompts.rows).map { row in
                 (0..<prompts.length).map { prompts.documentIDs[row * prompts.length + $0] >= 0 }
             }
             let attention: KVCache.NewTokenAttention = config.imageAttention == .bidirectional ? .spans(prompts.imageIndex) : .causal
             return core.hiddenStates(inputEmbeddings(prompts), positions: prompts.positions, cache: cache,
-                                     newTokens: attention, valid: valid)
+                                     newTokens: attention, valid: valid, context: context)
         }
     }
 }

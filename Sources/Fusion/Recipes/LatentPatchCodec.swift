@@ -203,10 +203,12 @@ public final class LatentPatchCodec: Module {
 // MARK: The model's inputs with latent patches
 
 extension FusionModel {
-    /// Flat row indices (row·T + column) of every image position of `batch`, image by image.
+    /// Flat row indices (row·T + column) of every latent image position of `batch`, image by image.
     func imagePositionRows(_ batch: PackedBatch) -> [Int] {
         var rows: [Int] = []
-        for image in batch.images { rows += (0..<image.count).map { image.row * batch.length + image.start + $0 } }
+        for image in batch.images where !image.readsPixels {
+            rows += (0..<image.count).map { image.row * batch.length + image.start + $0 }
+        }
         return rows
     }
 
@@ -216,17 +218,18 @@ extension FusionModel {
     func latentInputs(_ batch: PackedBatch, latents: [Tensor]? = nil, timesteps: [Float]? = nil)
         -> (inputs: Tensor, encoded: EncodedPatches?) {
         let (b, t, d) = (batch.rows, batch.length, config.model.width)
-        let tokens = core.embed(batch.ids)  // [B·T, D]
-        guard let latentPatches, !batch.images.isEmpty else { return (tokens.reshaped([b, t, d]), nil) }
-        let imageLatents = latents ?? batch.images.map { image -> Tensor in
+        let tokens = withPixelTokens(core.embed(batch.ids), batch)  // [B·T, D]
+        let latentImages = batch.images.filter { !$0.readsPixels }
+        guard let latentPatches, !latentImages.isEmpty else { return (tokens.reshaped([b, t, d]), nil) }
+        let imageLatents = latents ?? latentImages.map { image -> Tensor in
             guard case .latents(let l) = image.content else {
                 preconditionFailure("FusionModel: recipe '\(config.recipe)' reads latent images, but the batch holds image codes")
             }
             return l
         }
-        precondition(imageLatents.count == batch.images.count, "FusionModel: \(imageLatents.count) latents for \(batch.images.count) images")
+        precondition(imageLatents.count == latentImages.count, "FusionModel: \(imageLatents.count) latents for \(latentImages.count) images")
         let stacked = concatenate(imageLatents.map { $0.reshaped([1] + $0.shape) }, axis: 0)  // [I, C, h, w]
-        let encoded = latentPatches.embed(stacked, timesteps: timesteps ?? Array(repeating: 0, count: batch.images.count))
+        let encoded = latentPatches.embed(stacked, timesteps: timesteps ?? Array(repeating: 0, count: latentImages.count))
         return (tokens.replacingRows(imagePositionRows(batch), with: encoded.patches).reshaped([b, t, d]), encoded)
     }
 }

@@ -42,7 +42,7 @@ extension FusionModel {
     func maskedTokenTargets(_ batch: PackedBatch, generator: inout RandomGenerator) -> MaskedTokenTargets {
         var inputIDs = batch.ids
         var imageTargets = [Int32](repeating: -1, count: batch.ids.count)
-        for image in batch.images {
+        for image in batch.images where !image.readsPixels {  // pixels: an understanding encoder's, no loss
             guard case .codes = image.content else {
                 preconditionFailure("maskedTokenLoss: recipe '\(config.recipe)' masks image codes, but the batch holds latents")
             }

@@ -7,8 +7,9 @@ extension FusionModel {
     /// Logits [N, V] of a packed batch whose image positions hold code ids (inputs are token embeddings).
     func tokenLogits(_ batch: PackedBatch, inputIDs: [Int32]? = nil) -> Tensor {
         let (b, t, d) = (batch.rows, batch.length, config.model.width)
-        let inputs = core.embed(inputIDs ?? batch.ids).reshaped([b, t, d])
-        let hidden = core.hiddenStates(inputs, positions: batch.positions, masks: masks(for: batch))
+        let inputs = withPixelTokens(core.embed(inputIDs ?? batch.ids), batch).reshaped([b, t, d])
+        let hidden = core.hiddenStates(inputs, positions: batch.positions, masks: masks(for: batch),
+                                       context: crossAttentionContext(batch))
         return core.logits(hidden.reshaped([b * t, d]))
     }
 

@@ -67,6 +67,9 @@ public struct RecipeConfig: Codable, Equatable, Sendable {
     /// mean over every trained position, as Chameleon's loss is (see `MaskedTokenObjective.swift`).
     public var maskedTokenWeight: Float = 1
 
+    /// How the model reads an image to understand it (encoder, connector, fusion): `UnderstandingConfig`.
+    public var understanding = UnderstandingConfig()
+
     public init() {}
 
     /// YAML keys in snake_case (`recipe.image_attention=bidirectional`).
@@ -78,6 +81,7 @@ public struct RecipeConfig: Codable, Equatable, Sendable {
         case patchSize = "patch_size", patchEncoder = "patch_encoder", diffusionWeight = "diffusion_weight"
         case diffusionObjective = "diffusion_objective", diffusionSteps = "diffusion_steps"
         case captioningNoiseLimit = "captioning_noise_limit", taskTokens = "task_tokens", maskedTokenWeight = "masked_token_weight"
+        case understanding
     }
 
     public static var chameleon: RecipeConfig {
@@ -129,6 +133,16 @@ public struct RecipeConfig: Codable, Equatable, Sendable {
         imageObjective.usesCodes ? imageGrid * imageGrid : (imageGrid / patchSize) * (imageGrid / patchSize)
     }
 
+    /// The language model's parameters outside its embedding table and output head (the N of the
+    /// 6·N·D estimate): the core's, and the gated cross-attention layers' when images enter through
+    /// them. The modules that map images to and from the core (patch codec, connector) are not counted.
+    public var nonEmbeddingParameterCount: Int {
+        guard understanding.crossAttends else { return model.nonEmbeddingParameterCount }
+        let d = model.width, layers = (model.layers + understanding.crossAttentionEvery - 1) / understanding.crossAttentionEvery
+        // Per layer (GatedCrossAttention): 2 norms, 4 D×D projections, the D → 4D → D feed-forward with biases, 2 gates.
+        return model.nonEmbeddingParameterCount + layers * (2 * d + 4 * d * d + (8 * d * d + 5 * d) + 2)
+    }
+
     public func validate() throws {
         try model.validate()
         func fail(_ m: String) -> ConfigurationError { ConfigurationError(m) }
@@ -148,6 +162,7 @@ public struct RecipeConfig: Codable, Equatable, Sendable {
             }
         }
         guard maskedTokenWeight >= 0 else { throw fail("maskedTokenWeight must be ≥ 0 (got \(maskedTokenWeight))") }
+        try understanding.validate(layers: model.layers)
         if maskSchedule == .power || maskSchedule == .sigmoid {
             guard maskScheduleShape > 0 else { throw fail("maskScheduleShape must be > 0 (got \(maskScheduleShape))") }
         }

@@ -19,6 +19,9 @@ public struct PackedImage {
     public let document: Int
     public let comesFirst: Bool
     public let content: ImageContent
+
+    /// Whether it holds pixels for the understanding encoder (no loss, no generation representation).
+    public var readsPixels: Bool { if case .pixels = content { return true } else { return false } }
 }
 
 /// Documents packed into B sequences of T positions. Flat arrays are B·T long, row-major.
@@ -45,7 +48,9 @@ public struct PackedBatch {
         }
     }
 
-    /// Next-token targets: ids[i+1] when it lies in the same document, else −1 (ignored).
+    /// Next-token targets: ids[i+1] when it lies in the same document, else −1 (ignored). A pixel image
+    /// (an understanding encoder's tokens, or none in the sequence under cross-attention) is input only:
+    /// its BOI and its positions predict nothing.
     public var nextTokenTargets: [Int32] {
         var targets = [Int32](repeating: -1, count: ids.count)
         for row in 0..<rows {
@@ -53,6 +58,10 @@ public struct PackedBatch {
                 let here = row * length + i
                 if documentIDs[here] >= 0 && documentIDs[here + 1] == documentIDs[here] { targets[here] = ids[here + 1] }
             }
+        }
+        for image in images where image.readsPixels {
+            let boi = image.row * length + image.start - 1
+            for i in boi..<(boi + 1 + image.count) { targets[i] = -1 }
         }
         return targets
     }
@@ -100,11 +109,15 @@ public struct SequenceLayout {
     public let vocabulary: Vocabulary
     /// Latent patch side p (Transfusion); a [C, h, w] latent takes (h/p)·(w/p) positions.
     public let patchSize: Int
+    /// Positions a pixel image takes (`UnderstandingConfig.sequencePositions`); nil when the model has
+    /// no understanding encoder apart from the generation tokenizer.
+    public let pixelPositions: Int?
 
-    public init(vocabulary: Vocabulary, patchSize: Int = 1) {
+    public init(vocabulary: Vocabulary, patchSize: Int = 1, pixelPositions: Int? = nil) {
         precondition(patchSize >= 1, "SequenceLayout: patch size \(patchSize) must be at least 1")
         self.vocabulary = vocabulary
         self.patchSize = patchSize
+        self.pixelPositions = pixelPositions
     }
 
     /// Number of positions an image takes (without BOI/EOI).
@@ -115,6 +128,11 @@ public struct SequenceLayout {
             precondition(latents.rank == 3 && latents.shape[1] % patchSize == 0 && latents.shape[2] % patchSize == 0,
                          "SequenceLayout: latents \(latents.shape) must be [C, h, w] with h, w multiples of the patch size \(patchSize)")
             return (latents.shape[1] / patchSize) * (latents.shape[2] / patchSize)
+        case .pixels:
+            guard let pixelPositions else {
+                preconditionFailure("SequenceLayout: a pixel image, but the model reads images through the generation tokenizer (recipe.understanding.encoder: shared)")
+            }
+            return pixelPositions
         }
     }
 
@@ -171,7 +189,7 @@ public struct SequenceLayout {
                                               comesFirst: comesFirst, content: image))
                     switch image {
                     case .codes(let codes): for code in codes { append(vocabulary.id(ofImageCode: code), image: index) }
-                    case .latents: for _ in 0..<count { append(vocabulary.pad, image: index) }
+                    case .latents, .pixels: for _ in 0..<count { append(vocabulary.pad, image: index) }
                     }
                     append(vocabulary.eoi)
                 }

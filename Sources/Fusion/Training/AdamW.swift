@@ -12,7 +12,11 @@
 // so lr = α·ηₜ, and its λ equals α·λ here (PyTorch multiplies the decay by lr).
 //
 // Each tensor is updated in one fused pass (m, v, bias correction, decay, update), split over the
-// cores for large tensors; the bias corrections are computed once per step in Double.
+// cores for large tensors; the bias corrections are computed once per step count in Double.
+//
+// A frozen parameter (`step(freezing:)`, a training stage that leaves its module alone) is not updated
+// and does not count the step: its t is the steps it was trained, as for a parameter PyTorch's optimiser
+// first sees in a later stage, so its first update after a stage boundary gets the full bias correction.
 
 import Foundation
 
@@ -35,10 +39,12 @@ public final class AdamW {
     public let epsilon: Float
     /// λ: each step shrinks decayed parameters by the factor (1 − learningRate·λ).
     public let weightDecay: Float
-    /// The number of `step()` calls so far: t − 1 for the next step's bias correction. Every parameter
-    /// uses this shared count; a parameter that had no gradient in some steps is corrected as if it had
+    /// The number of `step()` calls so far: t − 1 for the next step's bias correction of every parameter
+    /// that was never frozen. A parameter that had no gradient in some steps is corrected as if it had
     /// (PyTorch counts per parameter; the two agree whenever every parameter gets a gradient each step).
     public private(set) var stepCount: Int = 0
+    /// Each slot's own t − 1: `stepCount` less the steps it was frozen for.
+    var slotSteps: [Int]
 
     /// The default decay filter: decay matrices (rank ≥ 2), not vectors (norm gains, biases) and not
     /// embedding tables (any tensor whose name contains "embed", case-insensitive), following GPT-3 /
@@ -67,6 +73,7 @@ public final class AdamW {
             slots.append(Slot(name: name, parameter: tensor, m: Tensor(zeros: tensor.shape),
                               v: Tensor(zeros: tensor.shape), decays: decayFilter(name, tensor)))
         }
+        slotSteps = Array(repeating: 0, count: slots.count)
         self.learningRate = learningRate
         self.beta1 = beta1
         self.beta2 = beta2
@@ -78,22 +85,25 @@ public final class AdamW {
     public var decayedNames: [String] { slots.filter(\.decays).map(\.name) }
 
     /// One update of every parameter that has a gradient; parameters whose `grad` is nil are left
-    /// exactly as they are (values and moments). Does not clear the gradients.
-    public func step() {
+    /// exactly as they are (values and moments). Parameters named in `frozen` are left too, and their
+    /// step count stays where it is. Does not clear the gradients.
+    public func step(freezing frozen: Set<String> = []) {
         stepCount += 1
-        let t = Double(stepCount)
-        // Bias corrections once per step, in Double: 1 − β₂ᵗ is ~0.05 at t = 1 and its Float
-        // rounding would otherwise enter every element's update.
-        let correction1 = 1 - pow(Double(beta1), t)
-        let correction2 = 1 - pow(Double(beta2), t)
-        let stepSize = Float(Double(learningRate) / correction1)  // lr / (1 − β₁ᵗ)
-        let rootCorrection2 = Float(correction2.squareRoot())     // √v̂ = √v / √(1 − β₂ᵗ)
-        let epsilonScaled = epsilon * rootCorrection2             // so √v̂ + ε = (√v + ε·√(1 − β₂ᵗ)) / √(1 − β₂ᵗ)
         let b1 = beta1, b2 = beta2, oneMinusB1 = 1 - beta1, oneMinusB2 = 1 - beta2
         let decayedScale = 1 - learningRate * weightDecay
 
-        for slot in slots {
+        for (index, slot) in slots.enumerated() {
+            guard !frozen.contains(slot.name) else { continue }
+            slotSteps[index] += 1
             guard let grad = slot.parameter.grad else { continue }
+            // Bias corrections in Double: 1 − β₂ᵗ is ~0.05 at t = 1 and its Float rounding would
+            // otherwise enter every element's update.
+            let t = Double(slotSteps[index])
+            let correction1 = 1 - pow(Double(beta1), t)
+            let correction2 = 1 - pow(Double(beta2), t)
+            let stepSize = Float(Double(learningRate) / correction1)  // lr / (1 − β₁ᵗ)
+            let rootCorrection2 = Float(correction2.squareRoot())     // √v̂ = √v / √(1 − β₂ᵗ)
+            let epsilonScaled = epsilon * rootCorrection2             // so √v̂ + ε = (√v + ε·√(1 − β₂ᵗ)) / √(1 − β₂ᵗ)
             checkShape(grad.shape == slot.parameter.shape,
                        "AdamW: gradient of '\(slot.name)' has shape \(grad.shape), parameter \(slot.parameter.shape)")
             let p = slot.parameter.data, g = grad.data, m = slot.m.data, v = slot.v.data
@@ -116,24 +126,42 @@ public final class AdamW {
 
     // MARK: Checkpoints
 
-    /// The moment buffers keyed "m.NAME" and "v.NAME". These are the live tensors (no copy): write
-    /// them out before the next `step()`, or copy them to keep a snapshot.
+    /// The moment buffers keyed "m.NAME" and "v.NAME" (the live tensors, no copy: write them out before
+    /// the next `step()`, or copy them to keep a snapshot), and, when some parameter was frozen for some
+    /// steps, "steps": each parameter's own step count, in parameter order.
     public var state: [String: Tensor] {
         var result: [String: Tensor] = [:]
         for slot in slots {
             result["m." + slot.name] = slot.m
             result["v." + slot.name] = slot.v
         }
+        if slotSteps.contains(where: { $0 != stepCount }) {
+            result[Self.stepsKey] = Tensor(slotSteps.map(Float.init), shape: [slotSteps.count])
+        }
         return result
     }
 
-    /// Restores the moments and step count saved from `state` and `stepCount`, copying the values.
+    static let stepsKey = "steps"
+
+    /// Restores the moments and step counts saved from `state` and `stepCount`, copying the values.
     /// Strict: every "m.NAME"/"v.NAME" must be present with the parameter's shape and nothing else may
-    /// be; on any problem nothing is changed and the error lists every offending tensor.
+    /// be but "steps" (absent: every parameter has trained every step); on any problem nothing is
+    /// changed and the error lists every offending tensor.
     public func load(state: [String: Tensor], stepCount: Int) throws {
         var problems: [String] = []
         if stepCount < 0 { problems.append("step count \(stepCount) is negative") }
-        var expected = Set<String>()
+        var counts = Array(repeating: stepCount, count: slots.count)
+        if let saved = state[Self.stepsKey] {
+            if saved.shape != [slots.count] {
+                problems.append("'\(Self.stepsKey)' has shape \(saved.shape), there are \(slots.count) parameters")
+            } else {
+                counts = (0..<slots.count).map { Int(saved.data[$0]) }
+                if let bad = counts.first(where: { $0 < 0 || $0 > stepCount }) {
+                    problems.append("'\(Self.stepsKey)' holds a parameter step count \(bad) outside 0...\(stepCount)")
+                }
+            }
+        }
+        var expected: Set<String> = [Self.stepsKey]
         for slot in slots {
             for key in ["m." + slot.name, "v." + slot.name] {
                 expected.insert(key)
@@ -161,6 +189,7 @@ public final class AdamW {
             slot.v.data.update(from: state["v." + slot.name]!.data, count: slot.v.count)
         }
         self.stepCount = stepCount
+        slotSteps = counts
     }
 }
 
