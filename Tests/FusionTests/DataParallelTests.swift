@@ -113,10 +113,11 @@ final class DataParallelTests: XCTestCase {
         eval.guidanceScales = [0, 1, 2, 4]
         let parts = EvaluationPart.all(eval)
         XCTAssertEqual(parts, [.textPerplexity, .images(guidanceScale: 0), .images(guidanceScale: 1), .images(guidanceScale: 2),
-                               .images(guidanceScale: 4), .captions])
-        XCTAssertEqual(EvaluationPart.owners(of: parts, ranks: 1), [0, 0, 0, 0, 0, 0])
-        XCTAssertEqual(EvaluationPart.owners(of: parts, ranks: 2), [1, 0, 1, 0, 1, 0], "images alternate; captions and text_ppl even the load")
-        XCTAssertEqual(Set(EvaluationPart.owners(of: parts, ranks: 8)).count, 6, "more ranks than parts: one part each")
+                               .images(guidanceScale: 4), .captions, .questions, .fewShot(0), .fewShot(2), .fewShot(4)])
+        XCTAssertEqual(EvaluationPart.owners(of: parts, ranks: 1), Array(repeating: 0, count: 10))
+        XCTAssertEqual(EvaluationPart.owners(of: parts, ranks: 2), [1, 0, 1, 0, 1, 0, 1, 0, 1, 0],
+                       "images alternate; the understanding parts and text_ppl even the load")
+        XCTAssertEqual(Set(EvaluationPart.owners(of: parts, ranks: 12)).count, 10, "more ranks than parts: one part each")
 
         let samples = Tensor([0.1, 1 / 3, 0.7, Float.ulpOfOne], shape: [1, 1, 2, 2])
         let results: [Int: EvaluationPart.Result] = [3: .init(values: [("fd_fmnist", 1 / 7), ("kid_fmnist", .nan)], samples: samples),

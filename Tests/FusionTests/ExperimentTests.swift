@@ -200,6 +200,76 @@ final class ExperimentRunTests: XCTestCase {
         }
     }
 
+    func testQuestionsAndFewShotAreAskedAndScoredExactly() throws {
+        let root = try temporaryDirectory()
+        let (config, yaml) = try tinyConfig(recipe: "chameleon", cache: root + "/cache", extra: [
+            "data.qa_share=1", "data.image_first_share=0.5", "recipe.understanding.encoder=patches",
+            "recipe.understanding.fusion=cross_attention", "eval.few_shot=[0, 4]"])
+        // With every image→text document a question, the training stream holds questions and their answers.
+        let data = try MultimodalData(config: config, log: { _ in })
+        var generator = RandomGenerator(seed: 0).split(key: "init")
+        let model = try FusionModel(config: data.imageGeometry(of: config.recipe), vocabulary: data.vocabulary, generator: &generator)
+        let documents = DocumentStream(data: data, model: model, config: config).documents(step: 0)
+        let texts = documents.filter { $0.imageComesFirst() }.map { document in
+            document.segments.compactMap { segment -> String? in if case .text(let ids) = segment { return data.tokenizer.decode(ids) } else { return nil } }.joined()
+        }
+        XCTAssertFalse(texts.isEmpty)
+        for text in texts {
+            XCTAssert(["what is it?", "is it dark or light?", "is it narrow or wide?", "is it small or large?"].contains { text.hasPrefix($0) }, text)
+        }
+        // The questions of a test image, against its label and measured properties.
+        for index in 0..<data.test.count {
+            let label = Int(data.test.labels![index])
+            let questions = data.questions(data.test, index: index)
+            XCTAssertEqual(questions.first, ImageQuestion(text: "what is it?", answers: Captions.nounForms[label]))
+            let caption = Captions.caption(label: label, adjectives: Captions.adjectives(
+                for: Captions.properties(of: Array(UnsafeBufferPointer(start: data.test.images.data + index * 1024, count: 1024)), side: 32), label: label), variant: 0)
+            for question in questions.dropFirst() {  // each attribute answer is a word of the caption
+                XCTAssert(Captions.words(in: caption).contains(Substring(question.answers[0])), "\(question) vs '\(caption)'")
+            }
+        }
+        XCTAssert(ImageQuestion(text: "what is it?", answers: ["t-shirt", "top"]).accepts(" Top"))
+        XCTAssertFalse(ImageQuestion(text: "what is it?", answers: ["t-shirt", "top"]).accepts("a top"), "exact answers only")
+
+        try ExperimentRun.run(config, yaml: yaml, directory: root + "/run", overwrite: false, resume: false)
+        let logged = try series(root + "/run/log.h5", run: config.name)
+        let asked = (0..<4).reduce(0) { $0 + data.questions(data.test, index: $1).count }
+        XCTAssertEqual(logged["eval/qa_accuracy_n"], [Double(asked), Double(asked)])
+        for name in ["qa_accuracy", "fewshot_accuracy_k0", "fewshot_accuracy_k4"] {
+            XCTAssert(logged["eval/" + name]?.allSatisfy { (0...1).contains($0) } ?? false, "\(name): \(logged["eval/" + name] ?? [])")
+        }
+        XCTAssertEqual(logged["eval/fewshot_accuracy_k4_n"], [4, 4])
+        // In the sequence, four 64-code examples and the query do not fit a context of 96: not computed, and said.
+        let (sequence, sequenceYAML) = try tinyConfig(recipe: "chameleon", cache: root + "/cache", extra: ["eval.few_shot=[0, 4]"])
+        try sequenceYAML.write(toFile: root + "/sequence.yaml", atomically: true, encoding: .utf8)
+        let trained = try FusionBinary.run(["train", root + "/sequence.yaml", "--out", root + "/sequence"])
+        XCTAssertEqual(trained.status, 0, trained.output)
+        XCTAssert(trained.output.contains("fewshot_accuracy_k4: not computed (a prompt of 4 examples and the query takes"), trained.output)
+        let inSequence = try series(root + "/sequence/log.h5", run: sequence.name)
+        XCTAssertNotNil(inSequence["eval/fewshot_accuracy_k0"])
+        XCTAssertNil(inSequence["eval/fewshot_accuracy_k4"])
+        // The report shows the understanding scores as columns.
+        let markdown = try Report.write(results: root + "/run/log.h5", to: root + "/report")
+        XCTAssert(markdown.contains("qa_accuracy") && markdown.contains("fewshot_accuracy_k4") && !markdown.contains("qa_accuracy_n"), markdown)
+        // Questions need labels with names.
+        XCTAssertThrowsError(try MultimodalData(config: try tinyConfig(recipe: "chameleon", cache: root + "/cache", extra: [
+            "data.qa_share=0.5", "data.images=\(try unlabelledManifest(root))"]).0, log: { _ in })) {
+            XCTAssert("\($0)".contains("data.qa_share"), "\($0)")
+        }
+    }
+
+    /// A manifest of 12 unlabelled 32×32 grey PNGs, 4 of them the test split.
+    func unlabelledManifest(_ root: String) throws -> String {
+        var lines: [String] = []
+        for i in 0..<12 {
+            let path = root + "/plain\(i).png"
+            try PNG.write(Image8(width: 32, height: 32, channels: 1, pixels: [UInt8](repeating: UInt8(i * 20), count: 1024)), to: path, overwrite: false)
+            lines.append("{\"image\": \"\(path)\", \"caption\": \"a plain square\", \"split\": \"\(i < 8 ? "train" : "test")\"}")
+        }
+        try lines.joined(separator: "\n").write(toFile: root + "/plain.jsonl", atomically: true, encoding: .utf8)
+        return root + "/plain.jsonl"
+    }
+
     func testReportHasARowPerRunWithItsFinalMetrics() throws {
         let root = try temporaryDirectory()
         let (config, yaml) = try tinyConfig(recipe: "chameleon", cache: root + "/cache")

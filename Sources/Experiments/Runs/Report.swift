@@ -10,7 +10,7 @@ enum Report {
     static let metricColumns = ["text_ppl", "fd_fmnist", "kid_fmnist", "t2i_accuracy", "caption_accuracy"]
 
     /// The columns of a report: the standard metrics, then the distances of any other reference
-    /// classifier a run was measured with (fd_NAME, kid_NAME), in name order.
+    /// classifier a run was measured with (fd_NAME, kid_NAME) and the understanding scores, in name order.
     static func metricColumns(_ rows: [Row]) -> [String] {
         let others = Set(rows.flatMap(\.metrics.keys)).subtracting(metricColumns).sorted()
         return metricColumns + others
@@ -19,6 +19,12 @@ enum Report {
     /// Whether an eval/ series is a reference classifier's distance (fd_NAME, kid_NAME), not its N or spread.
     static func isReferenceDistance(_ name: String) -> Bool {
         (name.hasPrefix("fd_") || name.hasPrefix("kid_")) && !name.hasSuffix("_n") && !name.hasSuffix("_std")
+    }
+
+    /// Whether an eval/ series is a column of its own beside the standard ones: a reference distance, or an
+    /// understanding score (qa_accuracy, fewshot_accuracy_kK), not its N.
+    static func isExtraColumn(_ name: String) -> Bool {
+        isReferenceDistance(name) || ((name == "qa_accuracy" || name.hasPrefix("fewshot_accuracy_k")) && !name.hasSuffix("_n"))
     }
 
     struct Row {
@@ -45,8 +51,8 @@ enum Report {
                 return try run.dataset(path).read(as: Double.self).last
             }
             var metrics: [String: Double] = [:]
-            let distances = try run.exists("eval") ? try run.group("eval").childNames.filter(isReferenceDistance) : []
-            for metric in Set(metricColumns + distances) { metrics[metric] = try last("eval/\(metric)") }
+            let extraColumns = try run.exists("eval") ? try run.group("eval").childNames.filter(isExtraColumn) : []
+            for metric in Set(metricColumns + extraColumns) { metrics[metric] = try last("eval/\(metric)") }
             let step = try run.exists("eval/step") ? (try run.dataset("eval/step").read(as: Int64.self).last ?? 0) : 0
             var grid: String? = nil, samples: ReportPage.Samples? = nil
             if try run.exists("samples") {

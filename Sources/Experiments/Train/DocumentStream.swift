@@ -33,8 +33,17 @@ struct DocumentStream {
                 let index = Int(g.nextFloat() * Float(data.train.count)) % data.train.count
                 let caption = data.tokenizer.encode(data.captionText(data.train, index: index, variant: Int(g.nextFloat() * 1_000_000)))
                 if g.nextFloat() < config.data.imageFirstShare {
-                    document = model.understandingDocument(image: data.understandingContent(data.train, index: index, model: model),
-                                                           caption: caption)
+                    let image = data.understandingContent(data.train, index: index, model: model)
+                    // A question instead of the caption (drawn only when data.qa_share > 0, so that other
+                    // runs draw exactly what they drew before).
+                    let questions = config.data.qaShare > 0 ? data.questions(data.train, index: index) : []
+                    if !questions.isEmpty && g.nextFloat() < config.data.qaShare {
+                        let question = questions[g.nextInt(below: questions.count)]
+                        document = model.questionDocument(image: image, question: data.tokenizer.encode(question.text),
+                                                          answer: data.tokenizer.encode(" " + question.answers[0]))
+                    } else {
+                        document = model.understandingDocument(image: image, caption: caption)
+                    }
                 } else {
                     document = model.generationDocument(caption: caption, image: data.content(data.train, index: index),
                                                         dropCaption: model.drawCaptionDropout(generator: &g))

@@ -38,7 +38,7 @@ struct Evaluation {
         for (index, part) in parts.enumerated() {
             guard let result = results[index] else { throw RunFailure(description: "evaluation: no rank returned the part \(part)") }
             switch part {
-            case .textPerplexity, .captions: values += result.values
+            case .textPerplexity, .captions, .questions, .fewShot: values += result.values
             case .images(let scale):
                 try log.append("eval_guidance", step: step, [("guidance_scale", Double(scale))] + result.values)
                 guard scale == config.eval.guidanceScale, let samples = result.samples else { continue }
@@ -58,6 +58,12 @@ struct Evaluation {
         case .captions:
             guard coverage.scoresCaptions else { return EvaluationPart.Result(values: []) }
             return EvaluationPart.Result(values: [("caption_accuracy", try captionAccuracy())])
+        case .questions:
+            guard coverage.scoresCaptions else { return EvaluationPart.Result(values: []) }
+            return EvaluationPart.Result(values: try questionAccuracy())
+        case .fewShot(let k):
+            guard coverage.scoresCaptions else { return EvaluationPart.Result(values: []) }
+            return EvaluationPart.Result(values: try fewShotAccuracy(examples: k))
         case .images(let scale):
             let n = min(config.eval.images, data.test.count)
             let images = try generateImages(count: n, guidanceScale: scale)
@@ -131,6 +137,66 @@ struct Evaluation {
         let images = concatenate(chunks, axis: 0)
         for i in 0..<images.count { images.data[i] = min(max(images.data[i], 0), 1) }
         return images
+    }
+
+    /// Greedy continuations of `prompts`, decoded, in chunks of 25 (text ids only, at most `maxTokens`).
+    func continuations(_ prompts: [Document], maxTokens: Int, generator: inout RandomGenerator, label: String) throws -> [String] {
+        var options = TokenSamplingOptions()
+        options.temperature = 0
+        var texts: [String] = []
+        for start in stride(from: 0, to: prompts.count, by: 25) {
+            let chunk = Array(prompts[start..<min(start + 25, prompts.count)])
+            texts += try model.continueText(chunk, maxTokens: maxTokens, options: options, generator: &generator).map { data.tokenizer.decode($0) }
+            progress.evaluating(label, done: texts.count, of: prompts.count)
+        }
+        return texts
+    }
+
+    /// qa_accuracy: the share of the templated questions about the first M test images (ImageQuestions)
+    /// whose greedy answer is exactly right, with N, the number of questions.
+    func questionAccuracy() throws -> [(String, Double)] {
+        let m = min(config.eval.captions, data.test.count)
+        let asked = (0..<m).flatMap { index in data.questions(data.test, index: index).map { (index, $0) } }
+        guard !asked.isEmpty else { return [] }
+        let prompts = asked.map { index, question in
+            model.questionPrompt(image: data.understandingContent(data.test, index: index, model: model),
+                                 question: data.tokenizer.encode(question.text))
+        }
+        var generator = RandomGenerator(seed: config.seed).split(key: "questions")
+        let answers = try continuations(prompts, maxTokens: 4, generator: &generator, label: "questions")
+        let correct = zip(asked, answers).filter { $0.0.1.accepts($0.1) }.count
+        return [("qa_accuracy", Double(correct) / Double(asked.count)), ("qa_accuracy_n", Double(asked.count))]
+    }
+
+    /// fewshot_accuracy_kK (Flamingo's in-context classification, Alayrac et al. 2022, §3.1): each of the
+    /// first M test images follows K labelled training images (drawn per query from a fixed stream), each
+    /// image followed by "a photo of a NOUN", the query by "a photo of", and the greedy continuation (at most
+    /// eval.caption_tokens) must name its class first; with N = M. K = 0 is the zero-shot prompt.
+    /// Not computed when the prompts do not fit the context (the images' positions: none under cross-attention).
+    func fewShotAccuracy(examples k: Int) throws -> [(String, Double)] {
+        let m = min(config.eval.captions, data.test.count), maxTokens = config.eval.captionTokens
+        let cue = "a photo of"  // one of the captions' phrasings (Captions.swift): the model knows how it goes on
+        guard let trainLabels = data.train.labels, let testLabels = data.test.labels, data.train.count > 0 else { return [] }
+        var draws = RandomGenerator(seed: config.seed).split(key: "fewshot").stream(k)
+        let prompts = (0..<m).map { query -> Document in
+            let examples = (0..<k).map { _ -> (image: ImageContent, text: [Int32]) in
+                let index = draws.nextInt(below: data.train.count)
+                return (data.understandingContent(data.train, index: index, model: model),
+                        data.tokenizer.encode("\(cue) \(Captions.withArticle(data.labelText(Int(trainLabels[index]))))"))
+            }
+            return model.fewShotPrompt(examples: examples, query: data.understandingContent(data.test, index: query, model: model),
+                                       cue: data.tokenizer.encode(cue))
+        }
+        let longest = prompts.map { model.layout.length(of: $0, closed: false) }.max() ?? 0
+        guard longest + maxTokens <= model.config.model.contextLength else {
+            progress.say("fewshot_accuracy_k\(k): not computed (a prompt of \(k) examples and the query takes \(longest) positions, "
+                         + "with \(maxTokens) to answer more than the context of \(model.config.model.contextLength))")
+            return []
+        }
+        var generator = RandomGenerator(seed: config.seed).split(key: "fewshot-answers")
+        let answers = try continuations(prompts, maxTokens: maxTokens, generator: &generator, label: "\(k)-shot")
+        let correct = answers.indices.filter { data.firstClassName(in: answers[$0]) == Int(testLabels[$0]) }.count
+        return [("fewshot_accuracy_k\(k)", Double(correct) / Double(m)), ("fewshot_accuracy_k\(k)_n", Double(m))]
     }
 
     /// Share of the first M test images whose greedy caption names their class (data.classNames).

@@ -8,10 +8,15 @@ enum EvaluationPart: Equatable, CustomStringConvertible {
     case textPerplexity
     case images(guidanceScale: Float)
     case captions
+    /// qa_accuracy: the templated questions about the test images.
+    case questions
+    /// fewshot_accuracy_kK: classification from K labelled examples in context.
+    case fewShot(Int)
 
     /// The parts of one evaluation, in the order their results are logged.
     static func all(_ eval: ExperimentConfig.EvalConfig) -> [EvaluationPart] {
-        [.textPerplexity] + eval.allGuidanceScales.map { .images(guidanceScale: $0) } + [.captions]
+        [.textPerplexity] + eval.allGuidanceScales.map { .images(guidanceScale: $0) } + [.captions, .questions]
+            + eval.fewShot.map { .fewShot($0) }
     }
 
     /// Rough relative cost: generating and scoring images dominates, captions are shorter, the
@@ -19,7 +24,7 @@ enum EvaluationPart: Equatable, CustomStringConvertible {
     var cost: Int {
         switch self {
         case .images: return 4
-        case .captions: return 2
+        case .captions, .questions, .fewShot: return 2
         case .textPerplexity: return 1
         }
     }
@@ -41,6 +46,8 @@ enum EvaluationPart: Equatable, CustomStringConvertible {
         case .textPerplexity: return "text_ppl"
         case .images(let scale): return "images at guidance \(scale)"
         case .captions: return "caption_accuracy"
+        case .questions: return "qa_accuracy"
+        case .fewShot(let k): return "fewshot_accuracy_k\(k)"
         }
     }
 

@@ -26,7 +26,7 @@ struct ExperimentConfig: Configuration, Equatable {
         enum CodingKeys: String, CodingKey {
             case images, text, classes, reference, testShare = "test_share", splitSeed = "split_seed"
             case textShare = "text_share", imageFirstShare = "image_first_share", trainImages = "train_images"
-            case cacheDirectory = "cache_directory"
+            case cacheDirectory = "cache_directory", qaShare = "qa_share"
         }
         /// The images: `fashion-mnist` (built in, captions generated from the pixels), or the path of a
         /// JSONL manifest of a PNG folder with captions (Data/ImageFolder.swift).
@@ -56,6 +56,9 @@ struct ExperimentConfig: Configuration, Equatable {
         var trainImages = 0
         /// Where prepared data (codes/latents of the training set, the tokenizer) are cached.
         var cacheDirectory = "runs/cache"
+        /// Share of image→text documents that ask a templated question about the image and answer it
+        /// (ImageQuestions.swift) instead of captioning it; needs labels. 0 keeps every one a caption.
+        var qaShare: Float = 0
 
         static let fashionMNIST = "fashion-mnist"
         var usesFashionMNIST: Bool { images == Self.fashionMNIST }
@@ -105,7 +108,7 @@ struct ExperimentConfig: Configuration, Equatable {
         enum CodingKeys: String, CodingKey {
             case textTokens = "text_tokens", images, captions, guidanceScale = "guidance_scale", guidanceScales = "guidance_scales"
             case maskgitSteps = "maskgit_steps", denoisingSteps = "denoising_steps", diffusionSampler = "diffusion_sampler", temperature
-            case topK = "top_k", captionTokens = "caption_tokens"
+            case topK = "top_k", captionTokens = "caption_tokens", fewShot = "few_shot"
         }
         /// Held-out text tokens scored for text_ppl.
         var textTokens = 16_384
@@ -131,6 +134,9 @@ struct ExperimentConfig: Configuration, Equatable {
         var temperature: Float = 1
         var topK = 0
         var captionTokens = 16
+        /// Labelled examples in context for each few-shot classification score (fewshot_accuracy_kK), each
+        /// over the first `captions` test images; [] for none.
+        var fewShot = [0, 2, 4]
     }
 
     /// Evaluation keys that only some image objectives read (the rest apply to every recipe): the sampler
@@ -146,6 +152,7 @@ struct ExperimentConfig: Configuration, Equatable {
         try require(!name.isEmpty && !name.contains("/"), "name", name, "must be non-empty and without '/'")
         try require((0...1).contains(data.textShare), "data.text_share", data.textShare, "must lie in [0, 1]")
         try require((0...1).contains(data.imageFirstShare), "data.image_first_share", data.imageFirstShare, "must lie in [0, 1]")
+        try require((0...1).contains(data.qaShare), "data.qa_share", data.qaShare, "must lie in [0, 1]")
         try require(data.trainImages >= 0, "data.train_images", data.trainImages, "must be ≥ 0 (0 means all)")
         try require(data.testShare > 0 && data.testShare < 1, "data.test_share", data.testShare, "must lie strictly between 0 and 1")
         try require(data.usesFashionMNIST || data.images.hasSuffix(".jsonl"), "data.images", data.images,
@@ -199,6 +206,8 @@ struct ExperimentConfig: Configuration, Equatable {
         try require(eval.temperature >= 0, "eval.temperature", eval.temperature, "must be ≥ 0 (0 is greedy)")
         try require(eval.topK >= 0, "eval.top_k", eval.topK, "must be ≥ 0 (0 means no top-k)")
         try require(eval.captionTokens >= 1, "eval.caption_tokens", eval.captionTokens, "must be at least 1")
+        try require(eval.fewShot.allSatisfy { (0...16).contains($0) } && Set(eval.fewShot).count == eval.fewShot.count, "eval.few_shot",
+                    eval.fewShot, "must list distinct example counts in 0...16 (e.g. [0, 2, 4]; [] for none)")
     }
 
     /// Loads a YAML file (nil: defaults) with `key=value` overrides. The recipe preset named by

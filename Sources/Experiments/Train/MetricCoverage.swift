@@ -29,6 +29,10 @@ struct MetricCoverage {
             scoresCaptions
                 ? "caption_accuracy: the greedy caption names the image's class (\(data.classNames.count) classes)"
                 : "caption_accuracy: not computed (it needs labels and data.classes)",
+            scoresCaptions
+                ? "qa_accuracy: templated questions about each test image (its class\(data.classNames == FashionMNIST.classNames ? ", brightness, shape and size" : "")), exact answers; "
+                  + "fewshot_accuracy_kK: its class named after K labelled examples in context"
+                : "qa_accuracy, fewshot_accuracy_kK: not computed (they need labels and data.classes)",
         ].joined(separator: "; ")
     }
 }

@@ -51,6 +51,10 @@ final class MultimodalData {
                                      + "(raise data.test_share, or mark more records \"split\": \"test\")")
         }
         classNames = config.data.usesFashionMNIST ? FashionMNIST.classNames : config.data.classes
+        if config.data.qaShare > 0 && (trainSet.labels == nil || classNames.isEmpty) {
+            throw ConfigurationError("data.qa_share: \(config.data.qaShare) asks questions about the training images, but they have no labels "
+                                     + "with names to answer them from; give the manifest's records \"label\" and set data.classes, or set data.qa_share: 0")
+        }
         let trainCount = config.data.trainImages == 0 ? trainSet.count : min(config.data.trainImages, trainSet.count)
         let trainImages = trainSet.prefix(trainCount)
 
@@ -133,6 +137,26 @@ final class MultimodalData {
         let one = Tensor(uninitializedShape: Array(images.shape.dropFirst()))
         one.data.update(from: images.data + index * size, count: size)
         return .pixels(one)
+    }
+
+    /// The first class `text` names, reading its words in order (a continuation that goes on to name
+    /// others after its answer, as an in-context learner may, is scored by its answer).
+    func firstClassName(in text: String) -> Int? {
+        let words = Captions.words(in: text)
+        for end in words.indices {
+            if let label = className(in: words[...end].joined(separator: " ")) { return label }
+        }
+        return nil
+    }
+
+    /// The words a label is written with in few-shot prompts: its noun, or its data.classes name.
+    func labelText(_ label: Int) -> String {
+        classNames == FashionMNIST.classNames ? Captions.nounForms[label][0] : classNames[label]
+    }
+
+    /// The templated questions image `index` of a split has answers to (ImageQuestions.swift).
+    func questions(_ split: ImageSplit, index: Int) -> [ImageQuestion] {
+        ImageQuestion.all(for: split.dataset, index: index, classNames: classNames)
     }
 
     func content(_ split: ImageSplit, index: Int) -> ImageContent {

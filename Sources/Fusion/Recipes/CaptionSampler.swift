@@ -21,9 +21,16 @@ extension FusionModel {
     /// prompt plus `maxTokens` does not fit the context.
     public func caption(images: [ImageContent], maxTokens: Int, options: TokenSamplingOptions,
                         generator: inout RandomGenerator) throws -> [[Int32]] {
+        try continueText(images.map { understandingPrompt(image: $0) }, maxTokens: maxTokens, options: options, generator: &generator)
+    }
+
+    /// The text that follows each open prompt (an understanding, question or few-shot prompt), decoded
+    /// as a caption is: text ids only, until EOS or `maxTokens`.
+    public func continueText(_ prompts: [Document], maxTokens: Int, options: TokenSamplingOptions,
+                             generator: inout RandomGenerator) throws -> [[Int32]] {
         try options.validate()
-        guard !images.isEmpty, maxTokens > 0 else { return images.map { _ in [] } }
-        let start = try prefillPrompts(images.map { understandingPrompt(image: $0) }, continuation: maxTokens)
+        guard !prompts.isEmpty, maxTokens > 0 else { return prompts.map { _ in [] } }
+        let start = try prefillPrompts(prompts, continuation: maxTokens)
         let (rows, d, v, eos) = (start.rows, config.model.width, vocabulary.size, vocabulary.eos)
         return withoutGradients {
             var sampler = TokenSampler(options: options, allowed: captionIDs, vocabularySize: v)

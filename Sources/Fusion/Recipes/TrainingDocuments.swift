@@ -5,6 +5,9 @@
 // With the layout of `Document` (BOS … EOS, images as BOI codes/patches EOI):
 //   generation     BOS [T2I] caption BOI image EOI EOS       (Show-o §3.1 puts the task token first)
 //   understanding  BOS [MMU] BOI image EOI caption EOS
+//   question       BOS [MMU] BOI image EOI question answer EOS   (every text id trained, the question too)
+//   few-shot       BOS [MMU] BOI image₁ EOI text₁ … BOI imageₖ EOI textₖ BOI query EOI cue   (a prompt only:
+//                  Flamingo's in-context classification, Alayrac et al. 2022, §3.1)
 //   text           BOS text EOS
 // The task tokens are written only when `config.taskTokens` (the Show-o preset). Prompts are the same
 // documents left open: `generationPrompt` stops after the caption (the image samplers write BOI
@@ -27,6 +30,24 @@ extension FusionModel {
     /// An image → caption document (teaches understanding).
     public func understandingDocument(image: ImageContent, caption: [Int32]) -> Document {
         Document([.text(understandingTaskTokens), .image(image), .text(caption)])
+    }
+
+    /// An image → question and answer document (teaches answering).
+    public func questionDocument(image: ImageContent, question: [Int32], answer: [Int32]) -> Document {
+        Document([.text(understandingTaskTokens), .image(image), .text(question + answer)])
+    }
+
+    /// The open prompt for answering `question` about `image`: the question document before its answer.
+    public func questionPrompt(image: ImageContent, question: [Int32]) -> Document {
+        Document([.text(understandingTaskTokens), .image(image), .text(question)])
+    }
+
+    /// The open prompt for classifying `query` from k labelled examples in context, each image followed by
+    /// its text ("a photo of a coat"), the query by the start of one (`cue`, "a photo of").
+    public func fewShotPrompt(examples: [(image: ImageContent, text: [Int32])], query: ImageContent, cue: [Int32]) -> Document {
+        var segments: [Segment] = [.text(understandingTaskTokens)]
+        for example in examples { segments += [.image(example.image), .text(example.text)] }
+        return Document(segments + [.image(query), .text(cue)])
     }
 
     /// A text-only document.

@@ -176,7 +176,7 @@ public enum Captions {
     }
 
     /// "a" or "an" before `phrase` (by its first letter: "an ankle boot", "a top").
-    static func withArticle(_ phrase: String) -> String {
+    public static func withArticle(_ phrase: String) -> String {
         ("aeiou".contains(phrase.first ?? "x") ? "an " : "a ") + phrase
     }
 
