@@ -258,13 +258,7 @@ func denseAttention(query q: Tensor, key k: Tensor, value v: Tensor, masks: [Att
                 guard gq != nil || gk != nil else { continue }
                 BLAS.sgemm(transA: false, transB: true, m: t, n: t, k: dh, a: g.data + offset, lda: d,
                            b: v.data + offset, ldb: d, c: ds, ldc: t)
-                Parallel.forRows(t, width: t) { rows in
-                    for row in rows {
-                        let pr = p + row * t, dr = ds + row * t
-                        let dot = Fusion.dot(dr, pr, t)
-                        for j in 0..<t { dr[j] = pr[j] * (dr[j] - dot) }
-                    }
-                }
+                softmaxBackwardInPlace(probabilities: p, gradient: ds, rows: t, width: t)
                 if let gq {
                     BLAS.sgemm(transA: false, transB: false, m: t, n: dh, k: t, alpha: scale, a: ds, lda: t,
                                b: k.data + offset, ldb: d, beta: 1, c: gq + offset, ldc: d)

@@ -69,11 +69,7 @@ public func crossAttention(query q: Tensor, key k: Tensor, value v: Tensor, allo
                 guard gq != nil || gk != nil else { continue }
                 BLAS.sgemm(transA: false, transB: true, m: tq, n: tk, k: dh, a: g.data + qOffset, lda: d,
                            b: v.data + kOffset, ldb: d, c: ds, ldc: tk)
-                for i in 0..<tq {
-                    let pr = p + i * tk, dr = ds + i * tk
-                    let dot = Fusion.dot(dr, pr, tk)
-                    for j in 0..<tk { dr[j] = pr[j] * (dr[j] - dot) }  // 0 on empty rows, where P is 0
-                }
+                softmaxBackwardInPlace(probabilities: p, gradient: ds, rows: tq, width: tk)
                 if let gq {
                     BLAS.sgemm(transA: false, transB: false, m: tq, n: dh, k: tk, alpha: scale, a: ds, lda: tk,
                                b: k.data + kOffset, ldb: d, beta: 1, c: gq + qOffset, ldc: d)

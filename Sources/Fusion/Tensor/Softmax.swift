@@ -62,3 +62,16 @@ extension Tensor {
         }
     }
 }
+
+/// Softmax's backward in place over `rows` rows of `width` (the attention kernels' score matrices):
+/// dS = P ∘ (dP − Σⱼ dPⱼ·Pⱼ), with dP given in `gradient` and overwritten by dS. A row of P that is all
+/// zeros (a query that saw no key) gets zeros.
+func softmaxBackwardInPlace(probabilities p: UnsafePointer<Float>, gradient ds: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+    Parallel.forRows(rows, width: width) { range in
+        for row in range {
+            let pr = p + row * width, dr = ds + row * width
+            let dot = Fusion.dot(dr, pr, width)
+            for j in 0..<width { dr[j] = pr[j] * (dr[j] - dot) }
+        }
+    }
+}

@@ -91,3 +91,32 @@ public final class LayerNormWeights: Module {
     }
     func callAsFunction(_ x: Tensor) -> Tensor { layerNorm(x, weight: weight, bias: bias) }
 }
+
+/// What the Perceiver Resampler and the Q-Former share around their layers: the patch features projected
+/// to D with the fixed 2-D position embedding (attention alone cannot tell where a patch was), the
+/// learned queries every image starts from, and the final LayerNorm of what the queries became.
+public final class LearnedQueries: Module {
+    let input: Tensor, inputBias: Tensor  // [D, E], [D]
+    let queries: Tensor  // [Q, D]
+    let outputNorm: LayerNormWeights
+    /// Patches per side of a full image (a thumbnail has fewer; see `gridPositionEmbedding`).
+    let fullGrid: Int
+
+    init(features e: Int, width d: Int, queries count: Int, fullGrid: Int, generator: inout RandomGenerator) {
+        input = Tensor.randomNormal([d, e], std: 1 / Float(e).squareRoot(), generator: &generator, requiresGrad: true)
+        inputBias = Tensor(zeros: [d], requiresGrad: true)
+        queries = Tensor.randomNormal([count, d], std: 1, generator: &generator, requiresGrad: true)
+        outputNorm = LayerNormWeights(width: d)
+        self.fullGrid = fullGrid
+    }
+
+    /// Patch features [I, n·n, E] → [I, n·n, D], positioned.
+    func project(_ features: Tensor, grid n: Int) -> Tensor {
+        linear(features, input) + inputBias + gridPositionEmbedding(grid: n, full: fullGrid, width: queries.shape[1])
+    }
+
+    /// The queries of `images` images [I, Q, D], each image's the same learned ones.
+    func start(images: Int) -> Tensor {
+        Tensor(zeros: [images, 1, 1]) + queries.reshaped([1] + queries.shape)
+    }
+}

@@ -16,18 +16,14 @@ public final class PerceiverResampler: Module, Connector {
         let mlp: FeedForward
     }
 
-    let input: Tensor, inputBias: Tensor  // [D, E], [D]
-    let latents: Tensor  // [Q, D]
+    /// The learned latents, the features' projection and the output norm.
+    let latents: LearnedQueries
     let layers: [Layer]
-    let outputNorm: LayerNormWeights
-    let fullGrid: Int
 
     /// `fullGrid`: patches per side of a full image (a thumbnail has fewer; see `gridPositionEmbedding`).
     init(features e: Int, width d: Int, heads: Int, queries: Int, layers count: Int, fullGrid: Int,
          generator: inout RandomGenerator) {
-        input = Tensor.randomNormal([d, e], std: 1 / Float(e).squareRoot(), generator: &generator, requiresGrad: true)
-        inputBias = Tensor(zeros: [d], requiresGrad: true)
-        latents = Tensor.randomNormal([queries, d], std: 1, generator: &generator, requiresGrad: true)
+        latents = LearnedQueries(features: e, width: d, queries: queries, fullGrid: fullGrid, generator: &generator)
         let residualStd = 1 / Float(d * 2 * count).squareRoot()
         layers = (0..<count).map { _ in
             Layer(featureNorm: LayerNormWeights(width: d), latentNorm: LayerNormWeights(width: d),
@@ -35,21 +31,18 @@ public final class PerceiverResampler: Module, Connector {
                   mlpNorm: LayerNormWeights(width: d),
                   mlp: FeedForward(input: d, hidden: 4 * d, output: d, outputStd: residualStd / 2, generator: &generator))
         }
-        outputNorm = LayerNormWeights(width: d)
-        self.fullGrid = fullGrid
     }
 
     public var keepsGrid: Bool { false }
 
     public func callAsFunction(_ features: Tensor, grid n: Int) -> Tensor {
-        let (i, (q, d)) = (features.shape[0], (latents.shape[0], latents.shape[1]))
-        let x = linear(features, input) + inputBias + gridPositionEmbedding(grid: n, full: fullGrid, width: d)  // [I, N, D]
-        var l = Tensor(zeros: [i, 1, 1]) + latents.reshaped([1, q, d])  // every image starts from the same latents
+        let x = latents.project(features, grid: n)  // [I, N, D]
+        var l = latents.start(images: features.shape[0])
         for layer in layers {
             let normed = layer.latentNorm(l)
             l = l + layer.attention(normed, over: concatenate([layer.featureNorm(x), normed], axis: 1))
             l = l + layer.mlp(layer.mlpNorm(l))
         }
-        return outputNorm(l)
+        return latents.outputNorm(l)
     }
 }

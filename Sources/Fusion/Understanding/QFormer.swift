@@ -20,17 +20,13 @@ public final class QFormer: Module, Connector {
         let mlp: FeedForward
     }
 
-    let input: Tensor, inputBias: Tensor  // [D, E], [D]
-    let queries: Tensor  // [Q, D]
+    /// The learned queries, the features' projection and the output norm.
+    let queries: LearnedQueries
     let layers: [Layer]
-    let outputNorm: LayerNormWeights
-    let fullGrid: Int
 
     init(features e: Int, width d: Int, heads: Int, queries count: Int, layers layerCount: Int, fullGrid: Int,
          generator: inout RandomGenerator) {
-        input = Tensor.randomNormal([d, e], std: 1 / Float(e).squareRoot(), generator: &generator, requiresGrad: true)
-        inputBias = Tensor(zeros: [d], requiresGrad: true)
-        queries = Tensor.randomNormal([count, d], std: 1, generator: &generator, requiresGrad: true)
+        queries = LearnedQueries(features: e, width: d, queries: count, fullGrid: fullGrid, generator: &generator)
         let residualStd = 1 / Float(d * 3 * layerCount).squareRoot()
         layers = (0..<layerCount).map { _ in
             Layer(selfNorm: LayerNormWeights(width: d),
@@ -40,22 +36,19 @@ public final class QFormer: Module, Connector {
                   mlpNorm: LayerNormWeights(width: d),
                   mlp: FeedForward(input: d, hidden: 4 * d, output: d, outputStd: residualStd / 2, generator: &generator))
         }
-        outputNorm = LayerNormWeights(width: d)
-        self.fullGrid = fullGrid
     }
 
     public var keepsGrid: Bool { false }
 
     public func callAsFunction(_ features: Tensor, grid n: Int) -> Tensor {
-        let (i, (count, d)) = (features.shape[0], (queries.shape[0], queries.shape[1]))
-        let x = linear(features, input) + inputBias + gridPositionEmbedding(grid: n, full: fullGrid, width: d)  // [I, N, D]
-        var q = Tensor(zeros: [i, 1, 1]) + queries.reshaped([1, count, d])
+        let x = queries.project(features, grid: n)  // [I, N, D]
+        var q = queries.start(images: features.shape[0])
         for layer in layers {
             let normed = layer.selfNorm(q)
             q = q + layer.selfAttention(normed, over: normed)
             q = q + layer.crossAttention(layer.crossNorm(q), over: layer.featureNorm(x))
             q = q + layer.mlp(layer.mlpNorm(q))
         }
-        return outputNorm(q)
+        return queries.outputNorm(q)
     }
 }
