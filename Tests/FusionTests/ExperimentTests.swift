@@ -128,7 +128,9 @@ final class ExperimentRunTests: XCTestCase {
             ("chameleon", "sequence", "linear"), ("showo", "hybrid", "pixel_shuffle"), ("transfusion", "cross_attention", "resampler"),
             ("chameleon", "cross_attention", "qformer"), ("transfusion", "sequence", "mlp")]
         for (index, c) in cases.enumerated() {
-            let (config, yaml) = try tinyConfig(recipe: c.recipe, cache: root + "/cache", extra: [
+            // Two of them with 2-D rotary image positions (a grid of codes, of latent patches and of pixel tokens).
+            let rope = index == 0 || index == 4 ? ["recipe.model.image_rope=2d"] : []
+            let (config, yaml) = try tinyConfig(recipe: c.recipe, cache: root + "/cache", extra: rope + [
                 "recipe.understanding.encoder=patches", "recipe.understanding.fusion=\(c.fusion)",
                 "recipe.understanding.connector=\(c.connector)", "recipe.understanding.queries=8"])
             let directory = root + "/run\(index)"

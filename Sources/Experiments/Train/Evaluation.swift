@@ -1,7 +1,8 @@
 // The evaluation of a run, on fixed evaluation sets (the first items of each held-out set, so every
 // run of every recipe is scored on the same ones): text_ppl on the held-out plays; images generated
 // from test captions, scored by the reference classifier (fd_fmnist, kid_fmnist, t2i_accuracy, with
-// N recorded); captions generated for test images (caption_accuracy). Names as in DESIGN.md.
+// N recorded); captions generated for test images (caption_accuracy); templated questions answered
+// (qa_accuracy) and classes named after K examples in context (fewshot_accuracy_kK). Names as in DESIGN.md.
 import Foundation
 import Fusion
 
@@ -12,7 +13,8 @@ struct Evaluation {
     let progress: Progress
     let metrics: ImageMetrics
 
-    /// The metrics of one evaluation: text_ppl, the image metrics at eval.guidance_scale, caption_accuracy.
+    /// The metrics of one evaluation: text_ppl, the image metrics at eval.guidance_scale, caption_accuracy,
+    /// qa_accuracy and the few-shot scores.
     /// The image metrics at every scale of eval.guidance_scales are appended to `log` under
     /// eval_guidance/ (one row per scale, ascending, sharing the evaluation's step).
     ///
@@ -48,7 +50,7 @@ struct Evaluation {
                 try log.appendSamples(step: step, images: samples, labels: data.test.labels.map { Array($0.prefix(samples.shape[0])) }, prompts: prompts)
             }
         }
-        return values  // text_ppl, the image metrics at eval.guidance_scale, caption_accuracy: the parts' order
+        return values  // text_ppl, the image metrics at eval.guidance_scale, then the understanding scores: the parts' order
     }
 
     /// One part of the evaluation: its metrics, and for the images at eval.guidance_scale the samples shown.

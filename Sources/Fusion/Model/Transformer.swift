@@ -44,33 +44,57 @@ public final class TransformerBlock: Module {
 
     /// Queries, keys and values of x [B, T, D], packed [B, T, 3, H, Dh], with QK-norm and RoPE applied:
     /// one stacked sgemm for the three projections, one pass for the norms and rotations.
-    private func projections(_ x: Tensor, positions: [Int32]) -> Tensor {
+    private func projections(_ x: Tensor, angles: RotaryAngles) -> Tensor {
         let (b, t) = (x.shape[0], x.shape[1]), (h, dh) = (config.heads, config.headWidth)
         let qkv = linear(x, stacked: [wq, wk, wv]).reshaped([b, t, 3, h, dh])
-        return rotaryQKV(qkv, queryNorm: queryNorm, keyNorm: keyNorm, positions: positions, base: config.ropeBase)
+        return rotaryQKV(qkv, queryNorm: queryNorm, keyNorm: keyNorm, angles: angles)
     }
 
     /// wDown · (silu(wGate·x) ∘ wUp·x), the gate and up projections as one stacked sgemm.
     private func mlp(_ x: Tensor) -> Tensor { linear(swiglu(gateAndUp: linear(x, stacked: [wGate, wUp])), wDown) }
 
     /// x [B, T, D] → [B, T, D] under one mask per sequence.
-    func callAsFunction(_ x: Tensor, positions: [Int32], masks: [AttentionMask]) -> Tensor {
+    func callAsFunction(_ x: Tensor, angles: RotaryAngles, masks: [AttentionMask]) -> Tensor {
         let h = residual(x, norm: attentionNorm) { input in
-            linear(attention(packed: projections(input, positions: positions), masks: masks).reshaped(input.shape), wo)
+            linear(attention(packed: projections(input, angles: angles), masks: masks).reshaped(input.shape), wo)
         }
         return residual(h, norm: mlpNorm, mlp)
     }
 
     /// The same block for new positions against a key/value cache (inference only).
-    func callAsFunction(_ x: Tensor, positions: [Int32], cache: KVCache, layer: Int,
+    func callAsFunction(_ x: Tensor, angles: RotaryAngles, cache: KVCache, layer: Int,
                         newTokens: KVCache.NewTokenAttention, valid: [[Bool]]?) -> Tensor {
         let h = residual(x, norm: attentionNorm) { input in
-            let qkv = projections(input, positions: positions)
+            let qkv = projections(input, angles: angles)
             let part = { (i: Int) in qkv.narrow(axis: 2, start: i, length: 1).reshaped([qkv.shape[0], qkv.shape[1], qkv.shape[3], qkv.shape[4]]) }
             let out = cache.attend(layer: layer, query: part(0), key: part(1), value: part(2), newTokens: newTokens, valid: valid)
             return linear(out.reshaped(input.shape), wo)
         }
         return residual(h, norm: mlpNorm, mlp)
+    }
+}
+
+/// M-RoPE's three position axes of a call's tokens (`RotaryAngles`), each as long as its positions;
+/// text tokens carry their position on all three.
+public struct PositionAxes {
+    public var temporal: [Int32], height: [Int32], width: [Int32]
+    public init(temporal: [Int32], height: [Int32], width: [Int32]) {
+        self.temporal = temporal
+        self.height = height
+        self.width = width
+    }
+
+    /// Text everywhere: each axis the 1-D positions.
+    public init(positions: [Int32]) { self.init(temporal: positions, height: positions, width: positions) }
+
+    /// Marks `count` tokens from flat index `first` as an image of side `side` (row-major) starting at 1-D
+    /// position `start`: t = start, h = start + row, w = start + column.
+    public mutating func markImage(first: Int, count: Int, side: Int, start: Int32) {
+        for j in 0..<count {
+            temporal[first + j] = start
+            height[first + j] = start + Int32(j / side)
+            width[first + j] = start + Int32(j % side)
+        }
     }
 }
 
@@ -116,6 +140,15 @@ public final class Transformer: Module {
         crossAttentionEvery > 0 && index % crossAttentionEvery == 0 ? crossAttention[index / crossAttentionEvery] : nil
     }
 
+    /// The rotation angles of a call's tokens: by `positions`, or with `image_rope: 2d` and `axes` by M-RoPE.
+    func rotaryAngles(positions: [Int32], axes: PositionAxes?) -> RotaryAngles {
+        if config.imageRope == .twoD, let axes {
+            precondition(axes.temporal.count == positions.count, "Transformer: \(axes.temporal.count) axes for \(positions.count) positions")
+            return RotaryAngles(temporal: axes.temporal, height: axes.height, width: axes.width, base: config.ropeBase, headWidth: config.headWidth)
+        }
+        return RotaryAngles(positions: positions, base: config.ropeBase, headWidth: config.headWidth)
+    }
+
     /// Embeddings [N, D] of N ids.
     public func embed(_ ids: [Int32]) -> Tensor { embedding(tokenEmbedding, ids: ids) }
 
@@ -123,16 +156,17 @@ public final class Transformer: Module {
     /// (restarting in each packed document), `masks` one per sequence; `context`: the image features the
     /// cross-attention layers read (nil: they are skipped, as for a batch without such images).
     public func hiddenStates(_ inputs: Tensor, positions: [Int32], masks: [AttentionMask],
-                             context: CrossAttentionContext? = nil) -> Tensor {
+                             context: CrossAttentionContext? = nil, axes: PositionAxes? = nil) -> Tensor {
         checkShape(inputs.rank == 3 && inputs.shape[2] == config.width,
                    "Transformer: inputs \(inputs.shape) must be [B, T, \(config.width)]")
         checkShape(inputs.shape[1] <= config.contextLength,
                    "Transformer: sequence of \(inputs.shape[1]) positions is longer than the context (\(config.contextLength))")
         forwardPasses += 1
         var x = inputs
+        let angles = rotaryAngles(positions: positions, axes: axes)
         for (index, block) in blocks.enumerated() {
             if let context, let layer = crossAttentionLayer(before: index) { x = layer(x, context: context) }
-            x = block(x, positions: positions, masks: masks)
+            x = block(x, angles: angles, masks: masks)
         }
         return rmsNorm(x, weight: finalNorm)
     }
@@ -148,16 +182,17 @@ public final class Transformer: Module {
     /// Inference only: records no graph.
     public func hiddenStates(_ inputs: Tensor, positions: [Int32], cache: KVCache,
                              newTokens: KVCache.NewTokenAttention = .causal, valid: [[Bool]]? = nil,
-                             commit: Bool = true, context: CrossAttentionContext? = nil) -> Tensor {
+                             commit: Bool = true, context: CrossAttentionContext? = nil, axes: PositionAxes? = nil) -> Tensor {
         withoutGradients {
             let tn = inputs.shape[1]
             precondition(cache.length + tn <= cache.capacity,
                          "Transformer: \(cache.length) cached + \(tn) new positions exceed the cache (\(cache.capacity))")
             forwardPasses += 1
             var x = inputs
+            let angles = rotaryAngles(positions: positions, axes: axes)
             for (layer, block) in blocks.enumerated() {
                 if let context, let crossLayer = crossAttentionLayer(before: layer) { x = crossLayer(x, context: context) }
-                x = block(x, positions: positions, cache: cache, layer: layer, newTokens: newTokens, valid: valid)
+                x = block(x, angles: angles, cache: cache, layer: layer, newTokens: newTokens, valid: valid)
             }
             cache.finish(newCount: tn, valid: valid, commit: commit)
             return rmsNorm(x, weight: finalNorm)

@@ -7,6 +7,11 @@ public struct TransformerConfig: Codable, Equatable, Sendable {
     /// Where each block normalises. `.pre`: x + f(norm(x)) (Llama). `.reordered`: x + norm(f(x)),
     /// the Swin-style re-ordering Chameleon uses to keep the residual stream's norm bounded (§2.3).
     public enum NormPlacement: String, ConfigurationChoice, Sendable { case pre, reordered }
+    /// How image positions are rotated: `1d`, by their place in the sequence as text is; `2d`, by their
+    /// row and column in the image's grid (M-RoPE, Qwen2-VL §2.1; `RotaryAngles`).
+    public enum ImageRoPE: String, ConfigurationChoice, Sendable {
+        case oneD = "1d", twoD = "2d"
+    }
 
     /// Model width D.
     public var width = 128
@@ -25,6 +30,7 @@ public struct TransformerConfig: Codable, Equatable, Sendable {
     public var normPlacement = NormPlacement.pre
     /// RoPE base θ.
     public var ropeBase: Float = 10_000
+    public var imageRope = ImageRoPE.oneD
     /// Standard deviation of the initial weights; the residual output projections (wo, wDown) are
     /// scaled by 1/√(2L) on top (GPT-2, Radford et al. 2019, §2.3), so the residual stream's variance
     /// does not grow with depth.
@@ -37,6 +43,7 @@ public struct TransformerConfig: Codable, Equatable, Sendable {
         case width, layers, heads
         case mlpHidden = "mlp_hidden", vocabularySize = "vocabulary_size", contextLength = "context_length"
         case qkNorm = "qk_norm", normPlacement = "norm_placement", ropeBase = "rope_base", initStd = "init_std"
+        case imageRope = "image_rope"
     }
 
     public var headWidth: Int { width / heads }

@@ -61,8 +61,8 @@ extension FusionModel {
                     }
                 }
                 if step == codes - 1 { break }  // EOI follows, forced: nothing more to run
-                hidden = core.hiddenStates(core.embed(next).reshaped([rows, 1, d]), positions: positions,
-                                           cache: start.cache).reshaped([rows, d])
+                hidden = core.hiddenStates(core.embed(next).reshaped([rows, 1, d]), positions: positions, cache: start.cache,
+                                           axes: generationAxes(starts: start.positions, tokens: step..<(step + 1))).reshaped([rows, d])
                 for r in 0..<rows { positions[r] += 1 }
             }
             return generated.map { $0.map { $0 - vocabulary.imageCodeOffset } }

@@ -72,7 +72,7 @@ extension FusionModel {
         let first = image.start + image.count, predicted = length - 1 - first  // caption + EOS
         return withoutGradients {
             let hidden = core.hiddenStates(inputEmbeddings(batch), positions: batch.positions, masks: masks(for: batch),
-                                           context: crossAttentionContext(batch))
+                                           context: crossAttentionContext(batch), axes: positionAxes(batch))
             let logProbabilities = core.logits(hidden.reshaped([length, d]).narrow(axis: 0, start: first, length: predicted))
                 .logSoftmax()  // [caption + 1, V]
             var total: Float = 0

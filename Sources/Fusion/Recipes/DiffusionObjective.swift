@@ -115,7 +115,7 @@ extension FusionModel {
         let (b, t, d) = (local.rows, local.length, config.model.width)
         let (inputs, encoded) = latentInputs(local, latents: noised.map(\.latents), timesteps: noised.map(\.timestep))
         let hidden = core.hiddenStates(inputs, positions: local.positions, masks: masks(for: local),
-                                       context: crossAttentionContext(local)).reshaped([b * t, d])
+                                       context: crossAttentionContext(local), axes: positionAxes(local)).reshaped([b * t, d])
 
         // LM part: logits only at the rows that have a target.
         let targets = Array(allTargets[batch.flatIndices(ofRows: rows)])

@@ -88,11 +88,12 @@ extension FusionModel {
                 let boi = packed.positions[row * length + length - 1]
                 positions += (1...p).map { boi + Int32($0) }
             }
+            let axes = generationAxes(starts: (0..<rows).map { positions[$0 * p] }, tokens: 0..<p)
             func predict(_ x: Tensor, _ timestep: Float) -> Tensor {  // x [N, C, h, w] → ε̃ or ṽ [N, C, h, w]
                 let input = guided ? concatenate([x, x], axis: 0) : x  // [R, C, h, w]
                 let encoded = latentPatches.embed(input, timesteps: Array(repeating: timestep, count: rows))
                 let hidden = core.hiddenStates(encoded.patches.reshaped([rows, p, d]), positions: positions, cache: cache,
-                                               newTokens: .bidirectional, commit: false)  // [R, P, D]
+                                               newTokens: .bidirectional, commit: false, axes: axes)  // [R, P, D]
                 let out = latentPatches.unembed(hidden.reshaped([rows * p, d]), encoded)  // [R, C, h, w]
                 guard guided else { return out }
                 return out.narrow(axis: 0, start: 0, length: n) * (1 + s) - out.narrow(axis: 0, start: n, length: n) * s

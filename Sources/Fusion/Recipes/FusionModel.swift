@@ -173,7 +173,8 @@ extension FusionModel {
             }
             let attention: KVCache.NewTokenAttention = config.imageAttention == .bidirectional ? .spans(prompts.imageIndex) : .causal
             return core.hiddenStates(inputEmbeddings(prompts), positions: prompts.positions, cache: cache,
-                                     newTokens: attention, valid: valid, context: context)
+                                     newTokens: attention, valid: valid, context: context,
+                                     axes: positionAxes(prompts))
         }
     }
 }

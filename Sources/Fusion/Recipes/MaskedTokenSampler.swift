@@ -30,6 +30,7 @@ extension FusionModel {
         let schedule = config.maskSchedule, shape = config.maskScheduleShape
         // [R·P] RoPE positions of the image in every row.
         let positions = (0..<rows).flatMap { r in (0..<p).map { start.positions[r] + Int32($0) } }
+        let axes = generationAxes(starts: start.positions, tokens: 0..<p)
         return withoutGradients {
             var sampler = TokenSampler(options: options, allowed: vocabulary.imageCodeRange, vocabularySize: v)
             var ids = [Int32](repeating: mask, count: n * p)  // [n, P]: the conditional rows' image
@@ -39,7 +40,7 @@ extension FusionModel {
             for step in 0..<steps where stillMasked.contains(where: { $0 > 0 }) {
                 let inputs = core.embed(rows > n ? ids + ids : ids).reshaped([rows, p, d])
                 let hidden = core.hiddenStates(inputs, positions: positions, cache: start.cache,
-                                               newTokens: .bidirectional, commit: false)  // [R, P, D]
+                                               newTokens: .bidirectional, commit: false, axes: axes)  // [R, P, D]
                 let logits = core.logits(hidden.reshaped([rows * p, d]))  // [R·P, V]
                 let chosen = rows > n ? guidedLogits(conditional: logits.narrow(axis: 0, start: 0, length: n * p),
                                                      unconditional: logits.narrow(axis: 0, start: n * p, length: n * p),

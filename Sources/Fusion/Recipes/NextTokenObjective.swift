@@ -9,7 +9,7 @@ extension FusionModel {
         let (b, t, d) = (batch.rows, batch.length, config.model.width)
         let inputs = withPixelTokens(core.embed(inputIDs ?? batch.ids), batch).reshaped([b, t, d])
         let hidden = core.hiddenStates(inputs, positions: batch.positions, masks: masks(for: batch),
-                                       context: crossAttentionContext(batch))
+                                       context: crossAttentionContext(batch), axes: positionAxes(batch))
         return core.logits(hidden.reshaped([b * t, d]))
     }
 

@@ -81,3 +81,48 @@ final class RotaryTables: @unchecked Sendable {
         return (cosines, sines)
     }
 }
+
+/// The rotation angles of the tokens of one call, as rows of cos/sin tables [rows, Dh/2] and the row each
+/// token reads (B·T of them, or T shared by every sequence).
+///
+/// 1-D: row = the token's position in the shared table (`RotaryTables`). M-RoPE (Qwen2-VL, Wang et al.
+/// 2024, §2.1): each head's Dh/2 frequency pairs are cut into three sections, a quarter for a temporal
+/// axis and the rest halved for height and width, and each section turns by its own position: a text
+/// token has all three equal to its 1-D position (so text is rotated exactly as by 1-D RoPE), an image
+/// token at (row, column) of its grid has t = the image's first position, h = t + row, w = t + column.
+public struct RotaryAngles {
+    let cosines: Tensor, sines: Tensor
+    let rows: [Int32]
+
+    /// 1-D RoPE of `positions`.
+    public init(positions: [Int32], base: Float, headWidth: Int) {
+        (cosines, sines) = RotaryTables.shared.tables(base: base, headWidth: headWidth, positions: positions)
+        rows = positions
+    }
+
+    /// M-RoPE of three position axes (each B·T long; equal for text tokens).
+    public init(temporal: [Int32], height: [Int32], width: [Int32], base: Float, headWidth: Int) {
+        precondition(temporal.count == height.count && height.count == width.count,
+                     "RotaryAngles: axes of \(temporal.count), \(height.count) and \(width.count) tokens")
+        let half = headWidth / 2, sections = Self.sections(half: half)
+        let tokens = temporal.count
+        cosines = Tensor(uninitializedShape: [tokens, half])
+        sines = Tensor(uninitializedShape: [tokens, half])
+        for token in 0..<tokens {
+            for i in 0..<half {
+                let axis = i < sections.temporal ? temporal : i < sections.temporal + sections.height ? height : width
+                // The same Float expression as the 1-D table, so a text token's angles are its bits.
+                let angle = Float(axis[token]) * Foundation.pow(base, -2 * Float(i) / Float(headWidth))
+                cosines.data[token * half + i] = Foundation.cos(angle)
+                sines.data[token * half + i] = Foundation.sin(angle)
+            }
+        }
+        rows = (0..<Int32(tokens)).map { $0 }
+    }
+
+    /// Frequency pairs per axis: temporal a quarter (Qwen2-VL's 16 of 64), height and width the rest, halved.
+    static func sections(half: Int) -> (temporal: Int, height: Int) {
+        let spatial = (half - half / 4) / 2
+        return (half - 2 * spatial, spatial)
+    }
+}

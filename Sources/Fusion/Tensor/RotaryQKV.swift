@@ -11,15 +11,24 @@ import Foundation
 /// and rotated by position; `positions` holds B·T positions, or T shared by every sequence.
 public func rotaryQKV(_ qkv: Tensor, queryNorm: Tensor?, keyNorm: Tensor?, positions: [Int32],
                       base: Float = 10_000, epsilon: Float = 1e-6) -> Tensor {
+    checkShape(qkv.rank == 5 && qkv.shape[4] % 2 == 0, "rotaryQKV: input \(qkv.shape) must be [B, T, 3, H, Dh] with even Dh")
+    return rotaryQKV(qkv, queryNorm: queryNorm, keyNorm: keyNorm, angles: RotaryAngles(positions: positions, base: base, headWidth: qkv.shape[4]),
+                     epsilon: epsilon)
+}
+
+/// The same with the rotation angles of every token given (`RotaryAngles`: 1-D positions, or M-RoPE's three axes).
+public func rotaryQKV(_ qkv: Tensor, queryNorm: Tensor?, keyNorm: Tensor?, angles: RotaryAngles, epsilon: Float = 1e-6) -> Tensor {
     checkShape(qkv.rank == 5 && qkv.shape[2] == 3 && qkv.shape[4] % 2 == 0,
                "rotaryQKV: input \(qkv.shape) must be [B, T, 3, H, Dh] with even Dh")
     let (b, t, h, dh) = (qkv.shape[0], qkv.shape[1], qkv.shape[3], qkv.shape[4])
+    let positions = angles.rows
     checkShape(positions.count == b * t || positions.count == t, "rotaryQKV: \(positions.count) positions for B·T = \(b)·\(t)")
+    checkShape(angles.cosines.shape[1] == dh / 2, "rotaryQKV: angles for heads of \(2 * angles.cosines.shape[1]), not \(dh)")
     for weight in [queryNorm, keyNorm].compactMap({ $0 }) {
         checkShape(weight.shape == [dh], "rotaryQKV: norm weight \(weight.name ?? "") of shape \(weight.shape) for heads of width \(dh)")
     }
     let d = h * dh, half = dh / 2, tokens = b * t, perSequence = positions.count == t ? t : 0
-    let (cosines, sines) = RotaryTables.shared.tables(base: base, headWidth: dh, positions: positions)
+    let (cosines, sines) = (angles.cosines, angles.sines)
     let out = Tensor(uninitializedShape: qkv.shape)
     let rstd = Tensor(uninitializedShape: [tokens, 2, h])  // saved for backward, per normalised head
     let xs = qkv.data, ys = out.data, cs = cosines.data, ss = sines.data, rstds = rstd.data
