@@ -35,14 +35,6 @@ public struct AttentionMask: Equatable {
         return j <= i || (spanIDs[i] >= 0 && spanIDs[i] == spanIDs[j])
     }
 
-    /// The mask as an additive bias [T, T] (0 where allowed, −∞ elsewhere), written into `bias`.
-    func writeBias(into bias: UnsafeMutablePointer<Float>) {
-        let t = length
-        for i in 0..<t {
-            for j in 0..<t { bias[i * t + j] = allows(query: i, key: j) ? 0 : -.infinity }
-        }
-    }
-
     /// The keys each query may attend to as one interval per row, `lo[i]..<hi[i]`, when the mask is
     /// exactly that: every document one contiguous run of positions and every (document, span) pair one
     /// contiguous run inside it. Then row i allows [start of its document, max(i + 1, end of its span)),
