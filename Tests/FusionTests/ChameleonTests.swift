@@ -173,27 +173,35 @@ final class ChameleonTests: XCTestCase {
     /// Greedy sampling through the cache writes the codes that greedy decoding by full forward passes
     /// writes (same prompt, same positions, logits restricted to the codes).
     func testCachedSamplingMatchesFullForwardDecoding() throws {
-        var generator = RandomGenerator(seed: 4)
-        let model = try FusionModel(config: tinyRecipe(.chameleon, imageGrid: 3), vocabulary: vocabulary, generator: &generator)
-        let captions: [[Int32]] = [[1, 2, 3], [4]]  // different lengths: the second is left-padded
-        let sampled = try model.sampleImageCodes(captions: captions, guidanceScale: 0, options: .greedy, generator: &generator)
-        let d = model.config.model.width, codes = vocabulary.imageCodeRange
-        for (caption, codesOut) in zip(captions, sampled) {
-            var ids = [vocabulary.bos] + caption + [vocabulary.boi]
-            var expected: [Int32] = []
-            for _ in 0..<9 {
-                let t = ids.count
-                let logits = withoutGradients {
-                    let hidden = model.core.hiddenStates(model.core.embed(ids).reshaped([1, t, d]), positions: (0..<t).map { Int32($0) },
-                                                         masks: [AttentionMask.causal(length: t)])
-                    return model.core.logits(hidden.reshaped([t, d])).array
+        // With 1-D image positions, and with 2-D ones (the full pass given the same row and column axes).
+        for rope in TransformerConfig.ImageRoPE.allCases {
+            var generator = RandomGenerator(seed: 4)
+            var config = tinyRecipe(.chameleon, imageGrid: 3)
+            config.model.imageRope = rope
+            let model = try FusionModel(config: config, vocabulary: vocabulary, generator: &generator)
+            let captions: [[Int32]] = [[1, 2, 3], [4]]  // different lengths: the second is left-padded
+            let sampled = try model.sampleImageCodes(captions: captions, guidanceScale: 0, options: .greedy, generator: &generator)
+            let d = model.config.model.width, codes = vocabulary.imageCodeRange
+            for (caption, codesOut) in zip(captions, sampled) {
+                var ids = [vocabulary.bos] + caption + [vocabulary.boi]
+                let imageStart = ids.count
+                var expected: [Int32] = []
+                for _ in 0..<9 {
+                    let t = ids.count, positions = (0..<t).map { Int32($0) }
+                    var axes = PositionAxes(positions: positions)
+                    axes.markImage(first: imageStart, count: t - imageStart, side: 3, start: Int32(imageStart))
+                    let logits = withoutGradients {
+                        let hidden = model.core.hiddenStates(model.core.embed(ids).reshaped([1, t, d]), positions: positions,
+                                                             masks: [AttentionMask.causal(length: t)], axes: axes)
+                        return model.core.logits(hidden.reshaped([t, d])).array
+                    }
+                    let last = Array(logits[((t - 1) * vocabulary.size)...])
+                    let best = codes.max { last[Int($0)] < last[Int($1)] }!
+                    expected.append(best - vocabulary.imageCodeOffset)
+                    ids.append(best)
                 }
-                let last = Array(logits[((t - 1) * vocabulary.size)...])
-                let best = codes.max { last[Int($0)] < last[Int($1)] }!
-                expected.append(best - vocabulary.imageCodeOffset)
-                ids.append(best)
+                XCTAssertEqual(codesOut, expected, "\(rope.rawValue), caption \(caption)")
             }
-            XCTAssertEqual(codesOut, expected, "caption \(caption)")
         }
     }
 

@@ -1,7 +1,7 @@
 // 2-D rotary positions for images (recipe.model.image_rope: 2d, M-RoPE after Qwen2-VL §2.1): text is
 // rotated exactly as by 1-D RoPE, an image token by its grid row and column on their own frequency
-// sections, the fused kernel's gradient under those angles, and the cached samplers against the full
-// forward pass with the same axes.
+// sections, the fused kernel's gradient under those angles, and the cached diffusion sampler against the
+// full forward pass with the same axes (the autoregressive one: ChameleonTests).
 import XCTest
 @testable import Fusion
 
@@ -64,34 +64,6 @@ final class ImageRoPETests: XCTestCase {
         let (a, b, v) = (oneD.tokenLogits(image).array, twoD.tokenLogits(image).array, vocabulary.size)
         XCTAssertEqual(Array(a[0..<(4 * v)]), Array(b[0..<(4 * v)]), "BOS, the caption and BOI, and the first code (row 0, column 0) agree")
         XCTAssertNotEqual(Array(a[(5 * v)..<(13 * v)]), Array(b[(5 * v)..<(13 * v)]))
-    }
-
-    func testCachedAutoregressiveSamplingMatchesTheFullPass() throws {
-        let model = try model(.chameleon, rope: .twoD)
-        var generator = RandomGenerator(seed: 4)
-        let captions: [[Int32]] = [[1, 2, 3], [4]]  // different lengths: the second is left-padded
-        let sampled = try model.sampleImageCodes(captions: captions, guidanceScale: 0, options: .greedy, generator: &generator)
-        let d = model.config.model.width, codes = vocabulary.imageCodeRange
-        for (caption, codesOut) in zip(captions, sampled) {
-            var ids = [vocabulary.bos] + caption + [vocabulary.boi]
-            let imageStart = ids.count
-            var expected: [Int32] = []
-            for _ in 0..<9 {
-                let t = ids.count, positions = (0..<t).map { Int32($0) }
-                var axes = PositionAxes(positions: positions)
-                axes.markImage(first: imageStart, count: t - imageStart, side: 3, start: Int32(imageStart))
-                let logits = withoutGradients {
-                    let hidden = model.core.hiddenStates(model.core.embed(ids).reshaped([1, t, d]), positions: positions,
-                                                         masks: [AttentionMask.causal(length: t)], axes: axes)
-                    return model.core.logits(hidden.reshaped([t, d])).array
-                }
-                let last = Array(logits[((t - 1) * vocabulary.size)...])
-                let best = codes.max { last[Int($0)] < last[Int($1)] }!
-                expected.append(best - vocabulary.imageCodeOffset)
-                ids.append(best)
-            }
-            XCTAssertEqual(codesOut, expected, "caption \(caption)")
-        }
     }
 
     func testCachedDiffusionStepMatchesTheFullPass() throws {
