@@ -103,8 +103,7 @@ enum ExperimentRun {
         resolved.recipe = model.config
         let parameters = model.namedParameters()
         let optimizer = AdamW(parameters: parameters, learningRate: config.train.learningRate, weightDecay: config.train.weightDecay)
-        let plan = TrainingPlan(config.train)
-        try plan.check(parameters: parameters.map(\.name))
+        let plan = try TrainingPlan(config.train, parameters: parameters.map(\.name))
         let stream = DocumentStream(data: data, model: model, config: resolved)
         let specialIDs = Set(data.vocabulary.specialIDs)
         let lossGenerator = root.split(key: "objective")
@@ -211,7 +210,7 @@ enum ExperimentRun {
                                  + divergenceAdvice(config, resumeCommand, checkpointStep: lastCheckpointStep))
             }
             share.total.backward()
-            let frozen = plan.isStaged ? plan.frozen(at: step, among: parameters.map(\.name)) : []
+            let frozen = plan.frozen(at: step)
             for (name, tensor) in parameters where frozen.contains(name) { tensor.zeroGrad() }  // not summed, clipped or stepped
             gradients.sum(parameters.map(\.tensor))
             let norm = clipGradientNorm(parameters.map(\.tensor), maxNorm: config.train.gradientClip)

@@ -133,10 +133,12 @@ final class MultimodalData {
     /// the model has an understanding encoder of its own, else the codes or latents it generates.
     func understandingContent(_ split: ImageSplit, index: Int, model: FusionModel) -> ImageContent {
         guard model.understanding != nil else { return content(split, index: index) }
-        let images = split.images, size = images.count / max(images.shape[0], 1)
-        let one = Tensor(uninitializedShape: Array(images.shape.dropFirst()))
-        one.data.update(from: images.data + index * size, count: size)
-        return .pixels(one)
+        return .pixels(Self.item(index, of: split.images))
+    }
+
+    /// Item `index` of a stacked tensor [N, …], as a tensor of its own […].
+    static func item(_ index: Int, of stacked: Tensor) -> Tensor {
+        stacked.narrow(axis: 0, start: index, length: 1).reshaped(Array(stacked.shape.dropFirst()))
     }
 
     /// The first class `text` names, reading its words in order (a continuation that goes on to name
@@ -161,11 +163,7 @@ final class MultimodalData {
 
     func content(_ split: ImageSplit, index: Int) -> ImageContent {
         if let codes = split.codes { return .codes(codes[index]) }
-        let latents = split.latents!
-        let c = latents.shape[1], h = latents.shape[2], w = latents.shape[3]
-        let one = Tensor(uninitializedShape: [c, h, w])
-        one.data.update(from: latents.data + index * c * h * w, count: c * h * w)
-        return .latents(one)
+        return .latents(Self.item(index, of: split.latents!))
     }
 
     private static func encode(_ set: ImageDataset, autoencoder: ConvAutoencoder, usesCodes: Bool,

@@ -85,37 +85,37 @@ struct TrainingStage: Codable, Equatable {
     }
 }
 
-/// The stages of a run resolved against its train config: which stage a step is in, its learning rate
-/// and which parameters it trains.
+/// The stages of a run resolved against its train config and its model's parameters: which stage a step
+/// is in, its learning rate and which parameters it leaves frozen.
 struct TrainingPlan {
     struct Stage {
         let start: Int
         let stage: TrainingStage
         let schedule: WarmupCosineSchedule
+        /// The parameter names this stage does not train.
+        let frozen: Set<String>
     }
     let stages: [Stage]
     /// Whether the config lists stages (and the log records which one each row is in).
     let isStaged: Bool
 
-    init(_ train: ExperimentConfig.TrainConfig) {
+    /// Throws when a stage names a module the model has no parameters of (`parameters`: every name).
+    init(_ train: ExperimentConfig.TrainConfig, parameters: [String]) throws {
         let ratio = train.finalLearningRateRatio
-        guard !train.stages.isEmpty else {
-            stages = [Stage(start: 0, stage: TrainingStage(steps: train.steps, train: [.all], learningRate: train.learningRate),
-                            schedule: WarmupCosineSchedule(peak: train.learningRate, warmupSteps: train.warmupSteps,
-                                                           totalSteps: train.steps, floor: train.learningRate * ratio))]
-            isStaged = false
-            return
-        }
+        isStaged = !train.stages.isEmpty
+        let listed = isStaged ? train.stages : [TrainingStage(steps: train.steps, train: [.all], learningRate: train.learningRate,
+                                                              warmupSteps: train.warmupSteps)]
         var start = 0, resolved: [Stage] = []
-        for stage in train.stages {
+        for (index, stage) in listed.enumerated() {
+            try Self.check(stage, number: index + 1, parameters: parameters)
             let peak = stage.learningRate ?? train.learningRate
             let warmup = stage.warmupSteps ?? min(train.warmupSteps, stage.steps / 2)
             resolved.append(Stage(start: start, stage: stage,
-                                  schedule: WarmupCosineSchedule(peak: peak, warmupSteps: warmup, totalSteps: stage.steps, floor: peak * ratio)))
+                                  schedule: WarmupCosineSchedule(peak: peak, warmupSteps: warmup, totalSteps: stage.steps, floor: peak * ratio),
+                                  frozen: Set(parameters.filter { name in !stage.train.contains { $0.contains(name) } })))
             start += stage.steps
         }
         stages = resolved
-        isStaged = true
     }
 
     /// The stage of 0-based step `step` (the last one past the end) and its index.
@@ -130,21 +130,16 @@ struct TrainingPlan {
         return current.schedule.rate(at: step - current.start)
     }
 
-    /// The names among `parameters` that step `step` leaves frozen.
-    func frozen(at step: Int, among parameters: [String]) -> Set<String> {
-        let modules = stage(at: step).stage.stage.train
-        return Set(parameters.filter { name in !modules.contains { $0.contains(name) } })
-    }
+    /// The parameter names step `step` leaves frozen.
+    func frozen(at step: Int) -> Set<String> { stage(at: step).stage.frozen }
 
-    /// Checks the stages against the model's parameters: every module a stage names has parameters.
-    func check(parameters: [String]) throws {
-        for (index, current) in stages.enumerated() {
-            for module in current.stage.train where !parameters.contains(where: module.contains) {
-                throw ConfigError.outOfRange(key: "train.stages", value: "stage \(index + 1) trains \(module.rawValue)",
-                    requirement: "must name modules this model has: \(TrainingStage.Module.allCases.filter { m in parameters.contains(where: m.contains) }.map(\.rawValue).joined(separator: ", "))"
-                        + (module == .connector ? " (a connector needs recipe.understanding.encoder: patches)" : "")
-                        + (module == .crossAttention ? " (cross-attention layers need recipe.understanding.fusion: cross_attention or hybrid)" : ""))
-            }
+    /// Every module a stage names must have parameters in the model.
+    private static func check(_ stage: TrainingStage, number: Int, parameters: [String]) throws {
+        for module in stage.train where !parameters.contains(where: module.contains) {
+            throw ConfigError.outOfRange(key: "train.stages", value: "stage \(number) trains \(module.rawValue)",
+                requirement: "must name modules this model has: \(TrainingStage.Module.allCases.filter { m in parameters.contains(where: m.contains) }.map(\.rawValue).joined(separator: ", "))"
+                    + (module == .connector ? " (a connector needs recipe.understanding.encoder: patches)" : "")
+                    + (module == .crossAttention ? " (cross-attention layers need recipe.understanding.fusion: cross_attention or hybrid)" : ""))
         }
     }
 }

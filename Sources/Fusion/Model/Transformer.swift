@@ -87,13 +87,15 @@ public struct PositionAxes {
     /// Text everywhere: each axis the 1-D positions.
     public init(positions: [Int32]) { self.init(temporal: positions, height: positions, width: positions) }
 
-    /// Marks `count` tokens from flat index `first` as an image of side `side` (row-major) starting at 1-D
-    /// position `start`: t = start, h = start + row, w = start + column.
-    public mutating func markImage(first: Int, count: Int, side: Int, start: Int32) {
+    /// Marks `count` tokens from flat index `first` as positions `offset`, `offset` + 1, … of an image of
+    /// side `side` (row-major) whose first position is the 1-D position `start`: t = start,
+    /// h = start + row, w = start + column.
+    public mutating func markImage(first: Int, count: Int, side: Int, start: Int32, offset: Int = 0) {
         for j in 0..<count {
+            let cell = offset + j
             temporal[first + j] = start
-            height[first + j] = start + Int32(j / side)
-            width[first + j] = start + Int32(j % side)
+            height[first + j] = start + Int32(cell / side)
+            width[first + j] = start + Int32(cell % side)
         }
     }
 }

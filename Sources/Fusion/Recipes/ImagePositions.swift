@@ -28,14 +28,10 @@ extension FusionModel {
     func generationAxes(starts: [Int32], tokens: Range<Int>) -> PositionAxes? {
         guard config.model.imageRope == .twoD else { return nil }
         let side = config.imageObjective.usesCodes ? config.imageGrid : config.imageGrid / config.patchSize
-        var temporal: [Int32] = [], height: [Int32] = [], width: [Int32] = []
-        for start in starts {
-            for j in tokens {
-                temporal.append(start)
-                height.append(start + Int32(j / side))
-                width.append(start + Int32(j % side))
-            }
+        var axes = PositionAxes(positions: [Int32](repeating: 0, count: starts.count * tokens.count))
+        for (row, start) in starts.enumerated() {
+            axes.markImage(first: row * tokens.count, count: tokens.count, side: side, start: start, offset: tokens.lowerBound)
         }
-        return PositionAxes(temporal: temporal, height: height, width: width)
+        return axes
     }
 }
