@@ -8,7 +8,7 @@ struct FusionCommand: ParsableCommand {
         commandName: "fusion",
         abstract: "Fusion: a testbed for unified multimodal models (Chameleon, Show-o, Transfusion) on one core.",
         subcommands: [TrainCommand.self, EvalCommand.self, SampleCommand.self, SweepCommand.self, ReportCommand.self, AnalyzeCommand.self,
-                      DataCommand.self, Autoencoder.self, Reference.self])
+                      DataCommand.self, Autoencoder.self, EncoderCommand.self, Reference.self])
 }
 
 struct Reference: ParsableCommand {

@@ -247,7 +247,7 @@ if !sizes.isEmpty {
 
 // MARK: - Recipes: training steps and sampling
 
-let recipeRuns = RecipeConfig.presetNames.flatMap { recipe in ReferenceSize.all.map { (recipe, $0) } }.filter { recipe, size in
+let recipeRuns = RecipeConfig.generationRecipes.flatMap { recipe in ReferenceSize.all.map { (recipe, $0) } }.filter { recipe, size in
     filters.isEmpty || filters.contains { "recipe \(recipe) \(size.name)".lowercased().contains($0) }
 }
 if !recipeRuns.isEmpty {
@@ -265,7 +265,7 @@ if !recipeRuns.isEmpty {
     }
 }
 
-let samplingRuns = RecipeConfig.presetNames.filter { recipe in filters.isEmpty || filters.contains { "sample \(recipe)".contains($0) } }
+let samplingRuns = RecipeConfig.generationRecipes.filter { recipe in filters.isEmpty || filters.contains { "sample \(recipe)".contains($0) } }
 if !samplingRuns.isEmpty {
     print("")
     printSamplingHeader()

@@ -67,13 +67,14 @@ final class ExperimentConfigTests: XCTestCase {
 }
 
 final class ExperimentRunTests: XCTestCase {
-    /// A tiny run: D 32, 2 layers, context 96, 12 steps of 2 sequences, checkpoints every 4 steps.
+    /// A tiny run: D 32, 2 layers, context 96, 12 steps of 2 sequences, checkpoints every 4 steps;
+    /// `extra` overrides any of these.
     func tinyConfig(recipe: String, cache: String, extra: [String] = []) throws -> (ExperimentConfig, String) {
-        let config = try ExperimentConfig.load(file: "configs/tiny.yaml", overrides: extra + [
+        let config = try ExperimentConfig.load(file: "configs/tiny.yaml", overrides: [
             "recipe=\(recipe)", "recipe.model.width=32", "recipe.model.layers=2", "recipe.model.heads=2",
             "recipe.model.context_length=96", "data.train_images=300", "data.cache_directory=\(cache)",
             "train.steps=12", "train.batch_size=2", "train.warmup_steps=2", "train.log_every=2", "train.checkpoint_every=4",
-            "train.eval_every=6", "eval.images=8", "eval.captions=4", "eval.text_tokens=512", "eval.maskgit_steps=4", "eval.denoising_steps=4"])
+            "train.eval_every=6", "eval.images=8", "eval.captions=4", "eval.text_tokens=512", "eval.maskgit_steps=4", "eval.denoising_steps=4"] + extra)
         return (config, try ConfigLoader.yaml(config))
     }
 
@@ -156,6 +157,42 @@ final class ExperimentRunTests: XCTestCase {
         for (name, values) in whole { XCTAssertEqual(values, resumed[name], "\(name) differs after resuming") }
     }
 
+    func testEveryUnderstandingPresetTrainsAndLogsTheUnderstandingMetrics() throws {
+        // Each preset (on the committed ViT where it reads through one) trains a tiny run and logs caption,
+        // QA and few-shot accuracy with their N, beside the generation metrics; its resolved config is its own.
+        let root = try temporaryDirectory()
+        for preset in RecipeConfig.understandingPresets {
+            let (config, yaml) = try tinyConfig(recipe: preset, cache: root + "/cache", extra: [
+                "data.qa_share=0.5", "eval.few_shot=[0, 2]", "recipe.understanding.queries=8", "recipe.model.context_length=256"])
+            XCTAssertEqual(config.recipe.recipe, preset)
+            var expected = try RecipeConfig.preset(named: preset).understanding
+            expected.queries = 8
+            XCTAssertEqual(config.recipe.understanding, expected, preset)
+            try ExperimentRun.run(config, yaml: yaml, directory: root + "/\(preset)", overwrite: false, resume: false)
+            let logged = try series(root + "/\(preset)/log.h5", run: config.name)
+            for metric in ["caption_accuracy", "qa_accuracy", "qa_accuracy_n", "fewshot_accuracy_k0", "fewshot_accuracy_k2", "fd_fmnist"] {
+                XCTAssertEqual(logged["eval/\(metric)"]?.count, 2, "\(preset): \(metric)")
+            }
+            XCTAssert(logged["train/loss"]!.allSatisfy(\.isFinite), preset)
+            let names = try TrainedRun(directory: root + "/\(preset)", log: { _ in }).model.namedParameters().map(\.name)
+            XCTAssertFalse(names.contains { $0.hasPrefix("understanding.encoder.") }, "\(preset): the ViT is frozen by default")
+            let file = try HDF5File.open(root + "/\(preset)/log.h5")
+            XCTAssertEqual(try file.root.group("runs/\(config.name)").hasAttribute("vision_encoder_sha256"), preset != "fuyu", preset)
+        }
+        // A trainable ViT is part of the model: the checkpoint holds it, a stage can train it alone, and
+        // it moves off the committed weights; a killed run resumes to the same numbers.
+        let (config, yaml) = try tinyConfig(recipe: "janus", cache: root + "/cache", extra: [
+            "recipe.understanding.train_encoder=true", "train.stages=[{steps: 6, train: [encoder]}, {steps: 6, train: [all]}]"])
+        try ExperimentRun.run(config, yaml: yaml, directory: root + "/trainable", overwrite: false, resume: false)
+        try ExperimentRun.run(config, yaml: yaml, directory: root + "/resumed", overwrite: false, resume: false, stopAfterStep: 7)
+        try ExperimentRun.run(config, yaml: yaml, directory: root + "/resumed", overwrite: false, resume: true)
+        let whole = try series(root + "/trainable/log.h5", run: config.name), resumed = try series(root + "/resumed/log.h5", run: config.name)
+        for (name, values) in whole { XCTAssertEqual(values, resumed[name], "\(name) differs after resuming") }
+        let trained = try TrainedRun(directory: root + "/trainable", log: { _ in }).model.parametersByName()
+        let committed = try VisionTransformer.load(from: config.autoencoder.vision, trainable: true).parametersByName()
+        XCTAssertNotEqual(trained["understanding.encoder.patchWeight"]?.array, committed["patchWeight"]?.array)
+    }
+
     func testStagesTrainWhatTheySayAndResumeAcrossABoundary() throws {
         let root = try temporaryDirectory()
         let understanding = ["recipe.understanding.encoder=patches", "recipe.understanding.fusion=cross_attention",
@@ -195,7 +232,7 @@ final class ExperimentRunTests: XCTestCase {
         }
         XCTAssert(message(["train.stages=[{steps: 5, train: [all]}]"]).contains("add up to train.steps (12)"))
         XCTAssert(message(["train.stages=[{steps: 12, train: [all], lr: 0.1}]"]).contains("learning_rate"))
-        XCTAssert(message(["train.stages=[{steps: 12, train: [encoder]}]"]).contains("connector"))
+        XCTAssert(message(["train.stages=[{steps: 12, train: [vision]}]"]).contains("connector"))
         let (shared, sharedYAML) = try tinyConfig(recipe: "chameleon", cache: root + "/cache", extra: ["train.stages=[{steps: 12, train: [connector]}]"])
         XCTAssertThrowsError(try ExperimentRun.run(shared, yaml: sharedYAML, directory: root + "/shared", overwrite: false, resume: false)) {
             XCTAssert("\($0)".contains("recipe.understanding.encoder: patches"), "\($0)")

@@ -75,7 +75,7 @@ final class UnderstandingTests: XCTestCase {
             let config = understandingConfig(connector)
             try config.validate(layers: 2)
             var generator = RandomGenerator(seed: 7)
-            let reader = ImageUnderstanding(config: config, width: 8, heads: 2, generator: &generator)
+            let reader = ImageUnderstanding(config: config, encoder: nil, width: 8, heads: 2, generator: &generator)
             let pixels = testTensor([2, 1, 8, 8], seed: 8, range: 0...1)
             let tokens = reader.tokens(pixels)
             XCTAssertEqual(tokens.shape, [2, config.connectorTokens(side: 8), 8], "\(connector)")
@@ -87,10 +87,10 @@ final class UnderstandingTests: XCTestCase {
 
     func testPatchesAndPixelShuffleMoveValuesWhereTheySay() {
         var generator = RandomGenerator(seed: 1)
-        let reader = ImageUnderstanding(config: understandingConfig(.linear), width: 8, heads: 2, generator: &generator)
+        let reader = ImageUnderstanding(config: understandingConfig(.linear), encoder: nil, width: 8, heads: 2, generator: &generator)
         // A 2-channel 4×4 image whose pixel (c, y, x) holds (c·16 + y·4 + x) / 32.
         let pixels = Tensor((0..<32).map { Float($0) / 32 }, shape: [1, 2, 4, 4])
-        let patches = reader.patches(pixels)  // p = 2: a 2×2 grid of patches, 8 values each
+        let patches = reader.features(pixels)  // p = 2: a 2×2 grid of patches, 8 values each
         XCTAssertEqual(patches.shape, [1, 4, 8])
         // Patch (1, 0) (row 1, column 0), channel 1, its row 1, column 0: pixel (1, 3, 0).
         XCTAssertEqual(patches.data[2 * 8 + 1 * 4 + 1 * 2 + 0], 2 * Float(16 + 12 + 0) / 32 - 1)

@@ -9,6 +9,12 @@ enum ImageSource {
     /// classes its labels must lie below (nil: any label ≥ 0).
     case manifest(path: String, testShare: Float, splitSeed: UInt64, classCount: Int?)
 
+    /// Whether these are Fashion-MNIST's images (whose labels name the ten classes).
+    var isFashionMNIST: Bool {
+        if case .fashionMNIST = self { return true }
+        return false
+    }
+
     /// A run's images: data.images with data.test_share, data.split_seed and data.classes.
     init(_ data: ExperimentConfig.DataConfig) {
         self = data.usesFashionMNIST ? .fashionMNIST(directory: FashionMNIST.directory)

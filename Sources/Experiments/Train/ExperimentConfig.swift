@@ -77,6 +77,8 @@ struct ExperimentConfig: Configuration, Equatable {
         var codes = "results/autoencoders/vq/weights.h5"
         /// Weights of the continuous autoencoder (Transfusion).
         var latents = "results/autoencoders/kl/weights.h5"
+        /// Weights of the contrastively trained ViT that recipe.understanding.encoder: vit reads through.
+        var vision = "results/encoders/vit/weights.h5"
     }
 
     struct TrainConfig: Codable, Equatable {

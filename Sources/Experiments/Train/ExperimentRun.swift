@@ -98,7 +98,7 @@ enum ExperimentRun {
         let recipe = data.imageGeometry(of: config.recipe)
         let root = RandomGenerator(seed: config.seed)
         var initGenerator = root.split(key: "init")
-        let model = try FusionModel(config: recipe, vocabulary: data.vocabulary, generator: &initGenerator)
+        let model = try FusionModel(config: recipe, vocabulary: data.vocabulary, visionEncoder: data.visionEncoder, generator: &initGenerator)
         var resolved = config
         resolved.recipe = model.config
         let parameters = model.namedParameters()
@@ -150,7 +150,8 @@ enum ExperimentRun {
                                           "non_embedding_parameter_count": Int64(nonEmbedding),
                                           "tokens_per_step": Int64(tokensPerStep)],
                              strings: ["autoencoder": data.autoencoderPath, "autoencoder_sha256": data.autoencoderSHA256,
-                                       "image_metrics": coverage.description],
+                                       "image_metrics": coverage.description].merging(
+                                           data.visionEncoderSHA256.map { ["vision_encoder": config.autoencoder.vision, "vision_encoder_sha256": $0] } ?? [:]) { a, _ in a },
                              overwrite: overwrite || resume)
             try reference.record(in: fresh.run)
             log = fresh
@@ -312,7 +313,7 @@ extension ExperimentRun {
         let data = try MultimodalData(config: config, log: { print($0) })
         let recipe = data.imageGeometry(of: config.recipe)
         var generator = RandomGenerator(seed: config.seed).split(key: "init")
-        let model = try FusionModel(config: recipe, vocabulary: data.vocabulary, generator: &generator)
+        let model = try FusionModel(config: recipe, vocabulary: data.vocabulary, visionEncoder: data.visionEncoder, generator: &generator)
         let stream = DocumentStream(data: data, model: model, config: config)
         let batch = try model.layout.pack(stream.documents(step: 0), length: recipe.model.contextLength, rows: config.train.batchSize)
         var objective = RandomGenerator(seed: config.seed).split(key: "objective").stream(0)

@@ -22,6 +22,9 @@ final class MultimodalData {
     let autoencoder: ConvAutoencoder
     let autoencoderPath: String
     let autoencoderSHA256: String
+    /// The ViT of recipe.understanding.encoder: vit (autoencoder.vision), with its file's digest; nil otherwise.
+    let visionEncoder: VisionTransformer?
+    let visionEncoderSHA256: String?
     let trainText: [Int32]
     let heldOutText: [Int32]
     let train: ImageSplit
@@ -42,6 +45,13 @@ final class MultimodalData {
         autoencoderSHA256 = try SHA256.hexDigest(ofFile: autoencoderPath)
         if usesCodes && autoencoder.config.kind == .kl {
             throw ConfigurationError("autoencoder.codes: \(autoencoderPath) holds a KL autoencoder; recipe '\(config.recipe.recipe)' needs image codes (a vq or lfq autoencoder)")
+        }
+        if config.recipe.understanding.encoder == .vit {
+            visionEncoder = try VisionTransformer.load(from: config.autoencoder.vision, trainable: config.recipe.understanding.trainEncoder)
+            visionEncoderSHA256 = try SHA256.hexDigest(ofFile: config.autoencoder.vision)
+        } else {
+            visionEncoder = nil
+            visionEncoderSHA256 = nil
         }
         let corpus = try TextCorpus.load(config.data.text)
         let (trainSet, testSet, imagesKey) = try ImageSource(config.data).load(side: autoencoder.config.imageSide,

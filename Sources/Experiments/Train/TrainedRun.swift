@@ -40,7 +40,7 @@ struct TrainedRun {
         data = try MultimodalData(config: config, tokenizer: tokenizer, log: log)
         let recipe = data.imageGeometry(of: config.recipe)
         var generator = RandomGenerator(seed: config.seed).split(key: "init")
-        model = try FusionModel(config: recipe, vocabulary: data.vocabulary, generator: &generator)
+        model = try FusionModel(config: recipe, vocabulary: data.vocabulary, visionEncoder: data.visionEncoder, generator: &generator)
         try checkpoint.restore(into: model.parametersByName())
         step = checkpoint.step
     }

@@ -31,6 +31,8 @@ struct TrainingStage: Codable, Equatable {
         case crossAttention = "cross_attention"
         /// The understanding encoder's connector (recipe.understanding.encoder other than shared).
         case connector
+        /// The ViT itself (recipe.understanding.encoder: vit with train_encoder: true).
+        case encoder
         /// Transfusion's latent patch encoder and decoder with the timestep embedding.
         case patchCodec = "patch_codec"
 
@@ -40,7 +42,8 @@ struct TrainingStage: Codable, Equatable {
             case .all: return true
             case .crossAttention: return name.hasPrefix("core.crossAttention.")
             case .lm: return name.hasPrefix("core.") && !name.hasPrefix("core.crossAttention.")
-            case .connector: return name.hasPrefix("understanding.")
+            case .connector: return name.hasPrefix("understanding.") && !name.hasPrefix("understanding.encoder.")
+            case .encoder: return name.hasPrefix("understanding.encoder.")
             case .patchCodec: return name.hasPrefix("latentPatches.")
             }
         }
@@ -138,7 +141,8 @@ struct TrainingPlan {
         for module in stage.train where !parameters.contains(where: module.contains) {
             throw ConfigError.outOfRange(key: "train.stages", value: "stage \(number) trains \(module.rawValue)",
                 requirement: "must name modules this model has: \(TrainingStage.Module.allCases.filter { m in parameters.contains(where: m.contains) }.map(\.rawValue).joined(separator: ", "))"
-                    + (module == .connector ? " (a connector needs recipe.understanding.encoder: patches)" : "")
+                    + (module == .connector ? " (a connector needs recipe.understanding.encoder: patches or vit)" : "")
+                    + (module == .encoder ? " (a trained encoder needs recipe.understanding.encoder: vit and train_encoder: true)" : "")
                     + (module == .crossAttention ? " (cross-attention layers need recipe.understanding.fusion: cross_attention or hybrid)" : ""))
         }
     }

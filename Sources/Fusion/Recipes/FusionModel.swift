@@ -15,8 +15,24 @@ public final class FusionModel: Module {
     /// (`config.understanding`); nil when the model reads images as it generates them.
     public let understanding: ImageUnderstanding?
 
-    public init(config: RecipeConfig, vocabulary: Vocabulary, generator: inout RandomGenerator) throws {
+    /// `visionEncoder`: the trained ViT that `recipe.understanding.encoder: vit` reads through (loaded
+    /// with `VisionTransformer.load`, trainable as `train_encoder` says); the model keeps it.
+    public init(config: RecipeConfig, vocabulary: Vocabulary, visionEncoder: VisionTransformer? = nil,
+                generator: inout RandomGenerator) throws {
         var resolved = config
+        if config.understanding.encoder == .vit {
+            guard let vit = visionEncoder else {
+                throw ConfigurationError("recipe.understanding.encoder: vit needs the trained ViT's weights (autoencoder.vision, "
+                                         + "made by `fusion encoder train`)")
+            }
+            let u = config.understanding
+            guard vit.config.imageSide == u.imageSide && vit.config.imageChannels == u.imageChannels else {
+                throw ConfigurationError("recipe.understanding.encoder: vit reads \(vit.config.imageChannels)×\(vit.config.imageSide)² images, "
+                                         + "but the data's are \(u.imageChannels)×\(u.imageSide)²; train a ViT on these images (`fusion encoder train --images …`)")
+            }
+            resolved.understanding.patchSize = vit.config.patchSize
+            vit.setTrainable(u.trainEncoder)
+        }
         resolved.model.vocabularySize = vocabulary.size
         if config.imageObjective.usesCodes {
             resolved.imageCodes = vocabulary.imageCodes
@@ -37,7 +53,8 @@ public final class FusionModel: Module {
         latentPatches = resolved.imageObjective == .diffusion
             ? LatentPatchCodec(config: resolved, generator: &patchGenerator) : nil
         understanding = reading.readsPixels
-            ? ImageUnderstanding(config: reading, width: resolved.model.width, heads: resolved.model.heads, generator: &understandingGenerator)
+            ? ImageUnderstanding(config: reading, encoder: reading.encoder == .vit ? visionEncoder : nil,
+                                 width: resolved.model.width, heads: resolved.model.heads, generator: &understandingGenerator)
             : nil
     }
 

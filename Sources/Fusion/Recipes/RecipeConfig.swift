@@ -116,13 +116,43 @@ public struct RecipeConfig: Codable, Equatable, Sendable {
         return c
     }
 
-    public static let presetNames = ["chameleon", "showo", "transfusion"]
+    /// The three generation recipes (the study's and the benchmarks' subjects).
+    public static let generationRecipes = ["chameleon", "showo", "transfusion"]
+    /// The understanding presets: how today's multimodal LLMs read an image, each on Chameleon's core,
+    /// which still generates images as VQ codes (`UnderstandingConfig`). Emu3 (Wang et al. 2024) is the
+    /// chameleon preset: VQ codes in and out, next-token prediction, no encoder apart.
+    public static let understandingPresets = ["llava", "flamingo", "nvlm-d", "nvlm-x", "nvlm-h", "fuyu", "janus"]
+    public static let presetNames = generationRecipes + understandingPresets
+
+    /// Chameleon's core reading images through `encoder`, `connector` and `fusion`.
+    static func understanding(_ name: String, _ encoder: UnderstandingConfig.Encoder, _ connector: UnderstandingConfig.Connector,
+                              _ fusion: UnderstandingConfig.Fusion) -> RecipeConfig {
+        var c = RecipeConfig.chameleon
+        c.recipe = name
+        c.understanding.encoder = encoder
+        c.understanding.connector = connector
+        c.understanding.fusion = fusion
+        return c
+    }
 
     public static func preset(named name: String) throws -> RecipeConfig {
         switch name {
         case "chameleon": return .chameleon
         case "showo", "show-o": return .showo
         case "transfusion": return .transfusion
+        // LLaVA 1.5 (Liu et al. 2024): a frozen CLIP ViT, a 2-layer MLP, the tokens in the sequence.
+        case "llava": return understanding(name, .vit, .mlp, .sequence)
+        // Flamingo (Alayrac et al. 2022): a frozen encoder, the Perceiver Resampler, gated cross-attention.
+        case "flamingo": return understanding(name, .vit, .resampler, .crossAttention)
+        // NVLM 1.0 (Dai et al. 2024, §4): InternViT, pixel shuffle + MLP; decoder-only (D), cross-attention (X), hybrid (H).
+        case "nvlm-d": return understanding(name, .vit, .pixelShuffle, .sequence)
+        case "nvlm-x": return understanding(name, .vit, .pixelShuffle, .crossAttention)
+        case "nvlm-h": return understanding(name, .vit, .pixelShuffle, .hybrid)
+        // Fuyu-8B (Bavishi et al. 2023): raw patches through one linear layer, no image encoder.
+        case "fuyu": return understanding(name, .patches, .linear, .sequence)
+        // Janus (Wu et al. 2024): a SigLIP encoder + MLP adaptor for understanding, a VQ tokenizer for
+        // generation, in one autoregressive model.
+        case "janus": return understanding(name, .vit, .mlp, .sequence)
         default:
             throw ConfigurationError("unknown recipe '\(name)'; the presets are \(presetNames.joined(separator: ", "))")
         }

@@ -3,7 +3,9 @@
 //
 //   encoder    what turns pixels into features: `shared` reads the generation codes or latents, as the
 //              three recipes do; `patches` cuts the pixels into p×p patches and uses their raw values
-//              (Fuyu, Bavishi et al. 2023: no image encoder at all).
+//              (Fuyu, Bavishi et al. 2023: no image encoder at all); `vit` reads them through a small
+//              ViT trained contrastively on image–caption pairs (SigLIP, Zhai et al. 2023), frozen unless
+//              `train_encoder` (LLaVA, Flamingo and NVLM freeze theirs; `VisionTransformer.swift`).
 //   connector  features → the LM's width: `linear` (LLaVA 1.0, Liu et al. 2023), `mlp` (LLaVA 1.5,
 //              Liu et al. 2024, §3.1), `resampler` (Flamingo's Perceiver Resampler, Alayrac et al. 2022,
 //              §2.1), `qformer` (BLIP-2, Li et al. 2023, §3.1), `pixel_shuffle` (InternVL 1.5, Chen et
@@ -19,7 +21,7 @@
 // recipe's codes or latents, so every recipe still generates (Janus's decoupling, Wu et al. 2024).
 
 public struct UnderstandingConfig: Codable, Equatable, Sendable {
-    public enum Encoder: String, ConfigurationChoice, Sendable { case shared, patches }
+    public enum Encoder: String, ConfigurationChoice, Sendable { case shared, patches, vit }
     public enum Connector: String, ConfigurationChoice, Sendable {
         case linear, mlp, resampler, qformer
         case pixelShuffle = "pixel_shuffle"
@@ -32,8 +34,11 @@ public struct UnderstandingConfig: Codable, Equatable, Sendable {
     public var encoder = Encoder.shared
     public var connector = Connector.mlp
     public var fusion = Fusion.sequence
-    /// Side p of the pixel patches the `patches` encoder cuts (the image side must be a multiple).
+    /// Side p of the pixel patches the `patches` encoder cuts (the image side must be a multiple); with
+    /// `vit`, the ViT's own (set from its weights).
     public var patchSize = 4
+    /// Whether the `vit` encoder's weights train with the model (false: frozen, as loaded).
+    public var trainEncoder = false
     /// Learned queries of the resampler and the Q-Former: the tokens each image becomes.
     public var queries = 16
     /// Layers of the resampler and the Q-Former.
@@ -52,7 +57,7 @@ public struct UnderstandingConfig: Codable, Equatable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case encoder, connector, fusion, queries
-        case patchSize = "patch_size", connectorLayers = "connector_layers", crossAttentionEvery = "cross_attention_every"
+        case patchSize = "patch_size", trainEncoder = "train_encoder", connectorLayers = "connector_layers", crossAttentionEvery = "cross_attention_every"
         case imageSide = "image_side", imageChannels = "image_channels"
     }
 
@@ -87,7 +92,7 @@ public struct UnderstandingConfig: Codable, Equatable, Sendable {
     public func validate(layers: Int) throws {
         guard readsPixels else {
             guard fusion == .sequence else {
-                throw ConfigurationError("recipe.understanding.fusion: \(fusion.rawValue) needs an understanding encoder apart from the generation tokenizer; set recipe.understanding.encoder: patches (the shared encoder puts the codes or latents in the sequence)")
+                throw ConfigurationError("recipe.understanding.fusion: \(fusion.rawValue) needs an understanding encoder apart from the generation tokenizer; set recipe.understanding.encoder: patches or vit (the shared encoder puts the codes or latents in the sequence)")
             }
             return
         }

@@ -75,3 +75,28 @@ public func meanSquaredError(_ prediction: Tensor, _ target: Tensor) -> Tensor {
         }
     }
 }
+
+/// SigLIP's pairwise sigmoid loss (Zhai et al. 2023, §3.1, Algorithm 1) over logits [N, N] of N images
+/// against N texts: every pair is a binary classification, z = +1 where `positive[i·N + j]`, −1 elsewhere,
+///     loss = −(1/N) Σᵢⱼ log σ(z·x) = (1/N) Σᵢⱼ softplus(−z·x),
+/// with the gradient  −z · σ(−z·x) / N  per pair. softplus(y) = max(y, 0) + log(1 + e^−|y|), which
+/// neither overflows nor loses the small terms.
+public func sigmoidPairLoss(_ logits: Tensor, positive: [Bool]) -> Tensor {
+    checkShape(logits.rank == 2 && logits.shape[0] == logits.shape[1] && positive.count == logits.count,
+               "sigmoidPairLoss: logits \(logits.shape) must be [N, N] with N·N labels (got \(positive.count))")
+    let n = logits.shape[0], x = logits.data
+    var total = 0.0
+    for k in 0..<logits.count {
+        let y = positive[k] ? -x[k] : x[k]
+        total += Double(Swift.max(y, 0) + Foundation.log1p(Foundation.exp(-Swift.abs(y))))
+    }
+    FlopCounter.add(6 * logits.count)
+    let out = Tensor(scalar: Float(total / Double(n)))
+    return out.recordGraph(inputs: [logits]) { _, g in
+        let gx = logits.gradientBuffer(), scale = g.data[0] / Float(n)
+        for k in 0..<logits.count {
+            let z: Float = positive[k] ? 1 : -1
+            gx[k] -= scale * z / (1 + Foundation.exp(z * x[k]))  // σ(−z·x) = 1 / (1 + e^{z·x})
+        }
+    }
+}
