@@ -66,6 +66,24 @@ final class ExperimentConfigTests: XCTestCase {
     }
 }
 
+extension ExperimentConfigTests {
+    func testTheReportSummarisesRunsThatDifferOnlyInTheirSeed() {
+        func row(_ run: String, seed: Int64, qa: Double?) -> Report.Row {
+            Report.Row(run: run, recipe: "llava", parameters: 1, nonEmbedding: 1, step: 1, flopsCounted: 10, flops6ND: 8,
+                       metrics: qa.map { ["qa_accuracy": $0, "caption_accuracy": 0.5] } ?? ["caption_accuracy": 0.5], samplesGrid: nil, seed: seed)
+        }
+        // u-a over seeds 0 and 1; "u-b-0" alone is no group; "u-w-32" is named by a width, not its seed 0.
+        let rows = [row("u-a-0", seed: 0, qa: 0.2), row("u-b-0", seed: 0, qa: 0.9), row("u-a-1", seed: 1, qa: 0.6),
+                    row("u-w-32", seed: 0, qa: 0.1), row("u-w-64", seed: 0, qa: 0.3), row("u-c-0", seed: 0, qa: nil), row("u-c-1", seed: 1, qa: 0.4)]
+        let groups = Report.seedGroups(rows)
+        XCTAssertEqual(groups.map(\.setting), ["u-a", "u-c"])
+        let markdown = Report.render(rows, source: "results.h5", commit: "abc")
+        XCTAssert(markdown.contains("| u-a | 0, 1 | 10 | – | – | – | – | 0.5 (0.5–0.5) | 0.4 (0.2–0.6) |"), markdown)
+        // A metric that one seed lacks is not averaged over the others.
+        XCTAssert(markdown.contains("| u-c | 0, 1 | 10 | – | – | – | – | 0.5 (0.5–0.5) | – |"), markdown)
+    }
+}
+
 final class ExperimentRunTests: XCTestCase {
     /// A tiny run: D 32, 2 layers, context 96, 12 steps of 2 sequences, checkpoints every 4 steps;
     /// `extra` overrides any of these.

@@ -83,19 +83,14 @@ enum AutoencoderTraining {
         print("autoencoder (\(config.kind.rawValue)): \(model.parameterCount) parameters, \(config.steps) steps of "
               + "\(config.batchSize) images, \(config.gridSide)×\(config.gridSide) grid")
 
-        let imageSize = train.channels * train.side * train.side
         let batch = Tensor(uninitializedShape: [config.batchSize, train.channels, train.side, train.side])
-        var order = dataGenerator.permutation(train.count), cursor = 0
+        var shuffled = ShuffledImages(train, generator: &dataGenerator)
         var window: [String: Double] = [:], windowCount = 0, windowCodes = Set<Int32>()
         var windowStart = Date()
         FlopCounter.reset()
         let started = Date()
         for step in 0..<config.steps {
-            for i in 0..<config.batchSize {
-                if cursor == order.count { order = dataGenerator.permutation(train.count); cursor = 0 }
-                (batch.data + i * imageSize).update(from: train.images.data + order[cursor] * imageSize, count: imageSize)
-                cursor += 1
-            }
+            shuffled.fill(batch, generator: &dataGenerator)
             optimizer.learningRate = schedule.rate(at: step)
             let output = model.forward(batch, training: true, generator: &bottleneckGenerator)
             guard output.loss.item.isFinite else {

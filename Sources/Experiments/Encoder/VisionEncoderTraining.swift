@@ -112,20 +112,15 @@ enum VisionEncoderTraining {
         print("encoder (vit): \(model.image.parameterCount) image-tower parameters (+\(model.parameterCount - model.image.parameterCount) text tower), "
               + "\(config.steps) steps of \(config.batchSize) pairs, \(config.grid)×\(config.grid) patches, \(vocabulary.words.count) words")
 
-        let imageSize = train.channels * train.side * train.side
         let batch = Tensor(uninitializedShape: [config.batchSize, train.channels, train.side, train.side])
-        var order = dataGenerator.permutation(train.count), cursor = 0
+        var shuffled = ShuffledImages(train, generator: &dataGenerator)
         var windowLoss = 0.0, windowCount = 0, windowStart = Date()
         FlopCounter.reset()
         let started = Date()
         for step in 0..<config.steps {
             var captions: [String] = []
-            for i in 0..<config.batchSize {
-                if cursor == order.count { order = dataGenerator.permutation(train.count); cursor = 0 }
-                let index = order[cursor]
-                cursor += 1
-                (batch.data + i * imageSize).update(from: train.images.data + index * imageSize, count: imageSize)
-                captions.append(train.captionText(index: index, variant: dataGenerator.nextInt(below: variants)))
+            shuffled.fill(batch, generator: &dataGenerator) { index, generator in
+                captions.append(train.captionText(index: index, variant: generator.nextInt(below: variants)))
             }
             let positive = captions.flatMap { a in captions.map { $0 == a } }
             optimizer.learningRate = schedule.rate(at: step)

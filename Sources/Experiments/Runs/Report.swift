@@ -35,6 +35,20 @@ enum Report {
         let metrics: [String: Double]
         let samplesGrid: String?
         var guidance: GuidanceCurve? = nil
+        var seed: Int64? = nil
+    }
+
+    /// Runs that differ only in their seed: those named "SETTING-SEED" (as a sweep's grid over seed names
+    /// them) with their own seed, grouped by SETTING where two or more seeds ran, in the rows' order.
+    static func seedGroups(_ rows: [Row]) -> [(setting: String, rows: [Row])] {
+        var groups: [String: [Row]] = [:], order: [String] = []
+        for row in rows {
+            guard let seed = row.seed, row.run.hasSuffix("-\(seed)") else { continue }
+            let setting = String(row.run.dropLast("-\(seed)".count))
+            if groups[setting] == nil { order.append(setting) }
+            groups[setting, default: []].append(row)
+        }
+        return order.compactMap { setting in Set(groups[setting]!.map(\.seed)).count >= 2 ? (setting, groups[setting]!) : nil }
     }
 
     /// Writes `directory/report.md` and the sample grids; returns the markdown.
@@ -78,7 +92,7 @@ enum Report {
                             nonEmbedding: (try? run.int64Attribute("non_embedding_parameter_count")) ?? 0,
                             step: step, flopsCounted: try last("train/flops_counted") ?? 0,
                             flops6ND: try last("train/flops_6nd") ?? 0, metrics: metrics, samplesGrid: grid,
-                            guidance: try GuidanceCurve(run: run)))
+                            guidance: try GuidanceCurve(run: run), seed: try? run.int64Attribute("seed")))
         }
         let commit = (try? file.root.stringAttribute("git_commit")) ?? "?"
         let markdown = render(rows, source: path, commit: commit)
@@ -117,6 +131,22 @@ enum Report {
             lines.append("| \(row.run) | \(row.recipe) | \(row.parameters) (\(row.nonEmbedding)) | \(row.step) | "
                          + "\(number(row.flopsCounted)) | \(number(row.flops6ND)) | "
                          + columns.map { number(row.metrics[$0]) }.joined(separator: " | ") + " |")
+        }
+        let groups = seedGroups(rows)
+        if !groups.isEmpty {
+            lines += ["", "## Over seeds", "", "Runs that differ only in their seed: the mean of each metric, and in brackets its smallest and largest value.", "",
+                      "| setting | seeds | FLOPs counted | " + columns.joined(separator: " | ") + " |",
+                      "|" + Array(repeating: "---", count: 3 + columns.count).joined(separator: "|") + "|"]
+            for (setting, members) in groups {
+                func summary(_ values: [Double]) -> String {
+                    guard !values.isEmpty else { return "–" }
+                    let mean = values.reduce(0, +) / Double(values.count)
+                    return values.count < members.count ? "–" : "\(number(mean)) (\(number(values.min()!))–\(number(values.max()!)))"
+                }
+                lines.append("| \(setting) | \(members.compactMap(\.seed).map(String.init).joined(separator: ", ")) | "
+                             + number(members.map(\.flopsCounted).reduce(0, +) / Double(members.count)) + " | "
+                             + columns.map { column in summary(members.compactMap { $0.metrics[column] }) }.joined(separator: " | ") + " |")
+            }
         }
         lines += ["", "fd_NAME and kid_NAME are computed on the N images recorded beside them in each log (eval/fd_NAME_n), "
                   + "in the features of the reference classifier the log names (reference_classifier_sha256).", ""]
