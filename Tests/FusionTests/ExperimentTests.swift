@@ -292,6 +292,9 @@ final class ExperimentRunTests: XCTestCase {
         let logged = try series(root + "/run/log.h5", run: config.name)
         let asked = (0..<4).reduce(0) { $0 + data.questions(data.test, index: $1).count }
         XCTAssertEqual(logged["eval/qa_accuracy_n"], [Double(asked), Double(asked)])
+        XCTAssertEqual(logged["eval/qa_class_accuracy_n"], [4, 4], "one class question per image")
+        XCTAssertLessThanOrEqual(logged["eval/qa_class_accuracy"]![1] * 4, logged["eval/qa_accuracy"]![1] * Double(asked) + 1e-9,
+                                 "the class questions' right answers are among all right answers")
         for name in ["qa_accuracy", "fewshot_accuracy_k0", "fewshot_accuracy_k4"] {
             XCTAssert(logged["eval/" + name]?.allSatisfy { (0...1).contains($0) } ?? false, "\(name): \(logged["eval/" + name] ?? [])")
         }
@@ -307,7 +310,8 @@ final class ExperimentRunTests: XCTestCase {
         XCTAssertNil(inSequence["eval/fewshot_accuracy_k4"])
         // The report shows the understanding scores as columns.
         let markdown = try Report.write(results: root + "/run/log.h5", to: root + "/report")
-        XCTAssert(markdown.contains("qa_accuracy") && markdown.contains("fewshot_accuracy_k4") && !markdown.contains("qa_accuracy_n"), markdown)
+        XCTAssert(markdown.contains("qa_accuracy") && markdown.contains("qa_class_accuracy") && markdown.contains("fewshot_accuracy_k4")
+                  && !markdown.contains("qa_accuracy_n"), markdown)
         // Questions need labels with names.
         XCTAssertThrowsError(try MultimodalData(config: try tinyConfig(recipe: "chameleon", cache: root + "/cache", extra: [
             "data.qa_share=0.5", "data.images=\(try unlabelledManifest(root))"]).0, log: { _ in })) {

@@ -11,9 +11,15 @@
 import Fusion
 
 struct ImageQuestion: Equatable {
+    /// The question every labelled image is asked: its class.
+    static let classQuestion = "what is it?"
+
     let text: String
     /// Accepted answers, the first the one training documents use.
     let answers: [String]
+
+    /// Whether this asks for the class (the other questions ask for a two-way attribute).
+    var asksForClass: Bool { text == Self.classQuestion }
 
     /// Whether a generated answer is exactly one of the accepted ones (words, lower-cased).
     func accepts(_ generated: String) -> Bool {
@@ -29,7 +35,7 @@ struct ImageQuestion: Equatable {
         let label = Int(labels[index])
         var questions: [ImageQuestion] = []
         if classNames == FashionMNIST.classNames {
-            questions.append(ImageQuestion(text: "what is it?", answers: Captions.nounForms[label]))
+            questions.append(ImageQuestion(text: classQuestion, answers: Captions.nounForms[label]))
             guard dataset.channels == 1 else { return questions }
             let size = dataset.side * dataset.side
             let properties = withExtendedLifetime(dataset.images) { Captions.properties(of: dataset.images.data + index * size, side: dataset.side) }
@@ -39,7 +45,7 @@ struct ImageQuestion: Equatable {
                 questions.append(ImageQuestion(text: "is it \(low) or \(high)?", answers: [level == .low ? low : high]))
             }
         } else if label < classNames.count {
-            questions.append(ImageQuestion(text: "what is it?", answers: [classNames[label]]))
+            questions.append(ImageQuestion(text: classQuestion, answers: [classNames[label]]))
         }
         return questions
     }

@@ -22,9 +22,9 @@ enum Report {
     }
 
     /// Whether an eval/ series is a column of its own beside the standard ones: a reference distance, or an
-    /// understanding score (qa_accuracy, fewshot_accuracy_kK), not its N.
+    /// understanding score (qa_accuracy, qa_class_accuracy, fewshot_accuracy_kK), not its N.
     static func isExtraColumn(_ name: String) -> Bool {
-        isReferenceDistance(name) || ((name == "qa_accuracy" || name.hasPrefix("fewshot_accuracy_k")) && !name.hasSuffix("_n"))
+        isReferenceDistance(name) || ((["qa_accuracy", "qa_class_accuracy"].contains(name) || name.hasPrefix("fewshot_accuracy_k")) && !name.hasSuffix("_n"))
     }
 
     struct Row {

@@ -155,7 +155,9 @@ struct Evaluation {
     }
 
     /// qa_accuracy: the share of the templated questions about the first M test images (ImageQuestions)
-    /// whose greedy answer is exactly right, with N, the number of questions.
+    /// whose greedy answer is exactly right, with N, the number of questions; qa_class_accuracy: the same
+    /// over the class questions alone ("what is it?"), since a two-way attribute question is answered
+    /// right half the time without reading the image.
     func questionAccuracy() throws -> [(String, Double)] {
         let m = min(config.eval.captions, data.test.count)
         let asked = (0..<m).flatMap { index in data.questions(data.test, index: index).map { (index, $0) } }
@@ -166,8 +168,15 @@ struct Evaluation {
         }
         var generator = RandomGenerator(seed: config.seed).split(key: "questions")
         let answers = try continuations(prompts, maxTokens: 4, generator: &generator, label: "questions")
-        let correct = zip(asked, answers).filter { $0.0.1.accepts($0.1) }.count
-        return [("qa_accuracy", Double(correct) / Double(asked.count)), ("qa_accuracy_n", Double(asked.count))]
+        let right = zip(asked, answers).map { $0.0.1.accepts($0.1) }
+        let correct = right.filter { $0 }.count
+        let classRight = zip(asked, right).filter { $0.0.1.asksForClass }.map(\.1)
+        var result = [("qa_accuracy", Double(correct) / Double(asked.count)), ("qa_accuracy_n", Double(asked.count))]
+        if !classRight.isEmpty {
+            result += [("qa_class_accuracy", Double(classRight.filter { $0 }.count) / Double(classRight.count)),
+                       ("qa_class_accuracy_n", Double(classRight.count))]
+        }
+        return result
     }
 
     /// fewshot_accuracy_kK (Flamingo's in-context classification, Alayrac et al. 2022, §3.1): each of the
