@@ -104,12 +104,13 @@ public final class VisionTransformer: Module {
         var x = linear(patches, patchWeight) + patchBias
         var axes = PositionAxes(positions: [Int32](repeating: 0, count: images * tokens))
         for image in 0..<images { axes.markImage(first: image * tokens, count: tokens, side: n, start: 0) }
+        let blocks = config.blockConfig
         let angles = RotaryAngles(temporal: axes.temporal, height: axes.height, width: axes.width,
-                                  base: 10_000, headWidth: config.width / config.heads)
+                                  base: blocks.ropeBase, headWidth: blocks.headWidth)
         // One bidirectional span per image.
         let mask = AttentionMask(documentIDs: [Int32](repeating: 0, count: tokens), spanIDs: [Int32](repeating: 0, count: tokens))
         let masks = [AttentionMask](repeating: mask, count: images)
-        for block in blocks { x = block(x, angles: angles, masks: masks) }
+        for block in self.blocks { x = block(x, angles: angles, masks: masks) }
         return rmsNorm(x, weight: finalNorm)
     }
 
