@@ -83,6 +83,9 @@ public final class VisionTransformer: Module {
     let patchBias: Tensor  // [D]
     let blocks: [TransformerBlock]
     let finalNorm: Tensor  // [D]
+    /// Every weight above, listed while all are parameters: `setTrainable` reaches them when frozen,
+    /// where the parameter walk no longer does. (Walked again, they are listed once, under the names above.)
+    private var weights: [Tensor] = []
 
     public init(config: VisionEncoderConfig, generator: inout RandomGenerator) {
         precondition(config.problems.isEmpty, "VisionTransformer: \(config.problems.joined(separator: "; "))")
@@ -93,6 +96,7 @@ public final class VisionTransformer: Module {
         let blockConfig = config.blockConfig
         blocks = (0..<config.layers).map { _ in TransformerBlock(config: blockConfig, generator: &generator) }
         finalNorm = Tensor(repeating: 1, shape: [d], requiresGrad: true)
+        weights = namedParameters().map(\.tensor)
     }
 
     /// Features [I, n·n, D] of pixels [I, C, S, S] in [0, 1] (any side the patch size divides); the
@@ -117,14 +121,7 @@ public final class VisionTransformer: Module {
     /// Stops (or restarts) training the encoder: its tensors become buffers, which no optimiser sees,
     /// no checkpoint of the model holds and no backward pass reaches.
     public func setTrainable(_ trainable: Bool) {
-        for tensor in allTensors { tensor.requiresGrad = trainable }
-    }
-
-    private var allTensors: [Tensor] {
-        [patchWeight, patchBias, finalNorm] + blocks.flatMap { block in
-            [block.attentionNorm, block.wq, block.wk, block.wv, block.wo, block.mlpNorm, block.wGate, block.wUp, block.wDown]
-                + [block.queryNorm, block.keyNorm].compactMap { $0 }
-        }
+        for tensor in weights { tensor.requiresGrad = trainable }
     }
 
     /// The image tower of weights written by `fusion encoder train` (`SigmoidContrastiveModel.save`);
