@@ -77,6 +77,57 @@ final class DataParallelTests: XCTestCase {
         }
     }
 
+    /// A run's numbers must not depend on the cores it gets (a sweep's runs side by side get one thread each,
+    /// FUSION_THREADS another count): each recipe's loss and every gradient of one training step, at a size
+    /// where the products split into panels and the row sums into chunks, bit for bit at 1, 2 and 3 threads.
+    func testATrainingStepIsBitIdenticalOnAnyNumberOfThreads() throws {
+        let saved = Parallel.threadCount
+        defer { Parallel.threadCount = saved }
+        for preset in [RecipeConfig.chameleon, .showo, .transfusion] {
+            var config = preset
+            config.model.width = 64
+            config.model.layers = 2
+            config.model.heads = 2
+            config.model.contextLength = 128
+            config.imageGrid = 4
+            config.latentChannels = 4
+            config.patchSize = 1
+            let usesCodes = config.imageObjective.usesCodes
+            var generator = RandomGenerator(seed: 5)
+            let model = try FusionModel(config: config, vocabulary: testVocabulary(imageCodes: usesCodes ? 6 : 0), generator: &generator)
+            var documents: [Document] = [], used = 0, row = 0, n = 0
+            while row < 4 {
+                n += 1
+                let caption = (0..<(3 + n % 5)).map { Int32(($0 * 7 + n) % 12) }
+                let image: ImageContent = usesCodes ? .codes((0..<16).map { Int32(($0 + n) % 6) })
+                                                    : .latents(testTensor([4, 4, 4], seed: UInt64(n), requiresGrad: false))
+                let document = n % 3 == 0 ? model.textDocument(caption + caption) : n % 3 == 1
+                    ? model.generationDocument(caption: caption, image: image) : model.understandingDocument(image: image, caption: caption)
+                let length = model.layout.length(of: document)
+                if used + length > 128 { row += 1; used = 0; if row == 4 { break } }
+                documents.append(document)
+                used += length
+            }
+            let batch = try model.layout.pack(documents, length: 128, rows: 4)
+            func step(threads: Int) -> (loss: Float, gradients: [[Float]]) {
+                Parallel.threadCount = threads
+                model.zeroGrad()
+                var objective = RandomGenerator(seed: 9)
+                let loss = model.loss(batch, generator: &objective).total
+                loss.backward()
+                return (loss.item, model.namedParameters().map { $0.tensor.grad?.array ?? [] })
+            }
+            let one = step(threads: 1)
+            for threads in [2, 3] {
+                let other = step(threads: threads)
+                XCTAssertEqual(other.loss.bitPattern, one.loss.bitPattern, "\(preset.recipe): loss at \(threads) threads")
+                for (i, parameter) in model.namedParameters().enumerated() {
+                    assertBitwiseEqual(other.gradients[i], one.gradients[i], "\(preset.recipe): \(parameter.name) at \(threads) threads")
+                }
+            }
+        }
+    }
+
     func testARowShareIsTheBatchOfThoseRows() throws {
         let (model, batch) = try example(.chameleon)
         let share = batch.rows(1..<3)

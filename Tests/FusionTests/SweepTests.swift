@@ -61,6 +61,15 @@ final class SweepTests: XCTestCase {
         XCTAssertEqual(Sweep.runEnvironment(["FUSION_THREADS": "3"], parallel: 2, cores: 2)["FUSION_THREADS"], "3", "the user's choice stands")
     }
 
+    func testSideBySideRunsStartCostliestFirstAndOneAtATimeInOrder() {
+        let plans = [("xs-a", 100, 10), ("xl-a", 900, 40), ("s-a", 300, 10), ("xl-b", 900, 40), ("m-a", 400, 30)].map {
+            Sweep.Plan(name: $0.0, recipe: "chameleon", seed: 0, nonEmbeddingParameters: $0.1, steps: $0.2, tokens: $0.2 * 16)
+        }
+        XCTAssertEqual(Sweep.launchOrder(plans, parallel: 1), ["xs-a", "xl-a", "s-a", "xl-b", "m-a"])
+        // 6·N·D: xl 900·640, m 400·480, s 300·160, xs 100·160; the two xl runs tie and keep the sweep's order.
+        XCTAssertEqual(Sweep.launchOrder(plans, parallel: 2), ["xl-a", "xl-b", "m-a", "s-a", "xs-a"])
+    }
+
     func testPointsAloneWithoutAGrid() throws {
         let spec = try SweepSpec.load(try sweepFile("name: p\nbase: configs/tiny.yaml\npoints:\n  - {name: a, overrides: [train.steps=10]}\n  - {name: b}\n"))
         XCTAssertEqual(spec.points.map(\.name), ["p-a", "p-b"])

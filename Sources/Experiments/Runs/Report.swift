@@ -36,6 +36,8 @@ enum Report {
         let samplesGrid: String?
         var guidance: GuidanceCurve? = nil
         var seed: Int64? = nil
+        /// Seconds in each phase of PhaseTimes, summed over the run's time/ rows (empty for logs without them).
+        var seconds: [String: Double] = [:]
     }
 
     /// Runs that differ only in their seed: those named "SETTING-SEED" (as a sweep's grid over seed names
@@ -92,7 +94,8 @@ enum Report {
                             nonEmbedding: (try? run.int64Attribute("non_embedding_parameter_count")) ?? 0,
                             step: step, flopsCounted: try last("train/flops_counted") ?? 0,
                             flops6ND: try last("train/flops_6nd") ?? 0, metrics: metrics, samplesGrid: grid,
-                            guidance: try GuidanceCurve(run: run), seed: try? run.int64Attribute("seed")))
+                            guidance: try GuidanceCurve(run: run), seed: try? run.int64Attribute("seed"),
+                            seconds: try phaseSeconds(run)))
         }
         let commit = (try? file.root.stringAttribute("git_commit")) ?? "?"
         let markdown = render(rows, source: path, commit: commit)
@@ -100,6 +103,40 @@ enum Report {
         try ReportPage.render(rows, extras: extras, source: path, commit: commit)
             .write(toFile: "\(directory)/report.html", atomically: true, encoding: .utf8)
         return markdown
+    }
+
+    /// A run's time/ series summed per phase ("training", "eval_sampling", …).
+    static func phaseSeconds(_ run: HDF5Group) throws -> [String: Double] {
+        guard try run.exists("time") else { return [:] }
+        let group = try run.group("time")
+        var seconds: [String: Double] = [:]
+        for name in try group.childNames where name.hasPrefix("seconds_") {
+            seconds[String(name.dropFirst("seconds_".count))] = try group.dataset(name).read(as: Double.self).reduce(0, +)
+        }
+        return seconds
+    }
+
+    /// Where the runs' time went: each run's minutes per phase, and the phases' totals and shares.
+    static func timeTable(_ rows: [Row]) -> [String] {
+        let timed = rows.filter { !$0.seconds.isEmpty }
+        guard !timed.isEmpty else { return [] }
+        let phases = PhaseTimes.phases.filter { phase in timed.contains { ($0.seconds[phase] ?? 0) > 0 } }
+        func minutes(_ seconds: Double) -> String { String(format: "%.2f", seconds / 60) }
+        var lines = ["## Where the time went", "",
+                     "Minutes in each phase, summed over each run's time/ rows (data: tokenizer and images through the autoencoder, "
+                     + "cached across runs; sampling, decoding, image metrics, understanding and perplexity are the evaluation's parts).", "",
+                     "| run | total | " + phases.joined(separator: " | ") + " |",
+                     "|" + Array(repeating: "---", count: 2 + phases.count).joined(separator: "|") + "|"]
+        var totals: [String: Double] = [:]
+        for row in timed {
+            for (phase, seconds) in row.seconds { totals[phase, default: 0] += seconds }
+            lines.append("| \(row.run) | \(minutes(row.seconds.values.reduce(0, +))) | "
+                         + phases.map { minutes(row.seconds[$0] ?? 0) }.joined(separator: " | ") + " |")
+        }
+        let all = totals.values.reduce(0, +)
+        lines.append("| all | \(minutes(all)) | " + phases.map { minutes(totals[$0] ?? 0) }.joined(separator: " | ") + " |")
+        lines.append("| share | 100 % | " + phases.map { String(format: "%.1f %%", 100 * (totals[$0] ?? 0) / max(all, 1e-9)) }.joined(separator: " | ") + " |")
+        return lines + [""]
     }
 
     /// What each of the `count` samples stepN was prompted with: the logged prompts, or for logs written
@@ -162,6 +199,7 @@ enum Report {
             }
             lines.append("")
         }
+        lines += timeTable(rows)
         for row in rows { if let grid = row.samplesGrid { lines += ["## \(row.run)", "", "![\(row.run) samples](\(grid))", ""] } }
         return lines.joined(separator: "\n")
     }

@@ -4,6 +4,7 @@
 //   /runs/NAME/train/*        1-D extendible datasets sharing the `step` axis
 //   /runs/NAME/eval/*         the same, appended at each evaluation
 //   /runs/NAME/eval_guidance/* the image metrics at each guidance scale: one row per (step, guidance_scale)
+//   /runs/NAME/time/*         seconds spent in each phase since the previous row, a row per evaluation (PhaseTimes)
 //   /runs/NAME/samples/...    uint8 image arrays
 // Flushed after every evaluation, so a run killed at any moment leaves a readable file.
 import Foundation
@@ -11,9 +12,9 @@ import Fusion
 
 final class RunLog {
     static let schemaVersion: Int64 = 1
-    /// The groups of series with a `step` axis: train/ and eval/ one row per logged step; eval_guidance/
-    /// one row per (evaluation step, guidance scale), so its steps repeat.
-    static let seriesSections = ["train", "eval", "eval_guidance"]
+    /// The groups of series with a `step` axis: train/, eval/ and time/ one row per logged step;
+    /// eval_guidance/ one row per (evaluation step, guidance scale), so its steps repeat.
+    static let seriesSections = ["train", "eval", "eval_guidance", "time"]
 
     let file: HDF5File
     let run: HDF5Group

@@ -202,6 +202,16 @@ enum Sweep {
         return plans
     }
 
+    /// The names of the runs in the order they start. One at a time, the sweep's own order; several at a
+    /// time, the costliest first by the papers' training estimate 6·N·D (ties in the sweep's order), so that
+    /// the sweep does not end on a large run alone on its share of the cores (longest-first scheduling).
+    /// The results file lists the runs in the sweep's order either way.
+    static func launchOrder(_ plans: [Plan], parallel: Int) -> [String] {
+        guard parallel > 1 else { return plans.map(\.name) }
+        func cost(_ plan: Plan) -> Double { 6 * Double(plan.nonEmbeddingParameters) * Double(plan.tokens) }
+        return plans.enumerated().sorted { (cost($0.element), -$0.offset) > (cost($1.element), -$1.offset) }.map(\.element.name)
+    }
+
     /// The plan as a table (fusion sweep --dry-run).
     static func describe(_ plans: [Plan]) -> String {
         var lines = ["run | recipe | seed | non-embedding parameters | steps | training tokens"]
@@ -227,11 +237,11 @@ enum Sweep {
 
     static func run(_ spec: SweepSpec, directory: String, executable: String) throws {
         let fm = FileManager.default
-        _ = try plan(spec)
+        let order = launchOrder(try plan(spec), parallel: spec.parallel)
         try fm.createDirectory(atPath: "\(directory)/runs", withIntermediateDirectories: true)
         let points = spec.points
         var pending: [(name: String, overrides: [String], directory: String, resume: Bool)] = []
-        for point in points {
+        for point in order.map({ name in points.first { $0.name == name }! }) {
             let runDirectory = "\(directory)/runs/\(point.name)"
             if fm.fileExists(atPath: "\(runDirectory)/finished") {
                 print("sweep: \(point.name) finished already, skipped")

@@ -12,6 +12,10 @@ struct Evaluation {
     let config: ExperimentConfig
     let progress: Progress
     let metrics: ImageMetrics
+    /// Where the evaluation's time goes (its parts' phases).
+    var times = PhaseTimes()
+    /// The classifier's outputs on the real test images, computed once and shared by every guidance scale.
+    private let realOutputs = RealImageOutputs()
 
     /// The metrics of one evaluation: text_ppl, the image metrics at eval.guidance_scale, caption_accuracy,
     /// qa_accuracy and the few-shot scores.
@@ -56,34 +60,48 @@ struct Evaluation {
     /// One part of the evaluation: its metrics, and for the images at eval.guidance_scale the samples shown.
     func compute(_ part: EvaluationPart) throws -> EvaluationPart.Result {
         switch part {
-        case .textPerplexity: return EvaluationPart.Result(values: [("text_ppl", textPerplexity())])
+        case .textPerplexity: return EvaluationPart.Result(values: [("text_ppl", times.measure("eval_perplexity") { textPerplexity() })])
         case .captions:
             guard coverage.scoresCaptions else { return EvaluationPart.Result(values: []) }
-            return EvaluationPart.Result(values: [("caption_accuracy", try captionAccuracy())])
+            return EvaluationPart.Result(values: [("caption_accuracy", try times.measure("eval_understanding") { try captionAccuracy() })])
         case .questions:
             guard coverage.scoresCaptions else { return EvaluationPart.Result(values: []) }
-            return EvaluationPart.Result(values: try questionAccuracy())
+            return EvaluationPart.Result(values: try times.measure("eval_understanding") { try questionAccuracy() })
         case .fewShot(let k):
             guard coverage.scoresCaptions else { return EvaluationPart.Result(values: []) }
-            return EvaluationPart.Result(values: try fewShotAccuracy(examples: k))
+            return EvaluationPart.Result(values: try times.measure("eval_understanding") { try fewShotAccuracy(examples: k) })
         case .images(let scale):
             let n = min(config.eval.images, data.test.count)
             let images = try generateImages(count: n, guidanceScale: scale)
             var row: [(String, Double)] = []
-            if coverage.readsImages {
-                let reference = try self.metrics.outputs(data.test.images.narrow(axis: 0, start: 0, length: n))
-                let generated = try self.metrics.outputs(images)
-                row += try self.metrics.frechetDistance(generated: generated, real: reference).logRow
-                // KID over 100 random half-size subsets (Bińkowski et al. 2018 §4 use subsets of 1,000): with the
-                // subset as large as the set, every subset would be the same and the spread would say nothing.
-                row += try self.metrics.kernelDistance(generated: generated, real: reference,
-                                                  kid: KernelInceptionDistance(subsetSize: min(n / 2, 1000), subsetCount: 100, seed: config.seed)).logRow
-            }
-            if coverage.readsLabels, let labels = data.test.labels {
-                row += try self.metrics.t2iAccuracy(images: images, promptedLabels: Array(labels.prefix(n))).logRow
+            try times.measure("eval_image_metrics") {
+                if coverage.readsImages {
+                    let reference = try realOutputs.first(n, of: data.test.images, metrics: self.metrics)
+                    let generated = try self.metrics.outputs(images)
+                    row += try self.metrics.frechetDistance(generated: generated, real: reference).logRow
+                    // KID over 100 random half-size subsets (Bińkowski et al. 2018 §4 use subsets of 1,000): with the
+                    // subset as large as the set, every subset would be the same and the spread would say nothing.
+                    row += try self.metrics.kernelDistance(generated: generated, real: reference,
+                                                      kid: KernelInceptionDistance(subsetSize: min(n / 2, 1000), subsetCount: 100, seed: config.seed)).logRow
+                }
+                if coverage.readsLabels, let labels = data.test.labels {
+                    row += try self.metrics.t2iAccuracy(images: images, promptedLabels: Array(labels.prefix(n))).logRow
+                }
             }
             let shown = scale == config.eval.guidanceScale ? images.narrow(axis: 0, start: 0, length: min(n, 20)) : nil
             return EvaluationPart.Result(values: row, samples: shown)
+        }
+    }
+
+    /// The reference classifier's outputs on the first N images of a set, kept for the evaluation's other parts.
+    final class RealImageOutputs {
+        private var outputs: [Int: ReferenceOutputs] = [:]
+
+        func first(_ n: Int, of images: Tensor, metrics: ImageMetrics) throws -> ReferenceOutputs {
+            if let known = outputs[n] { return known }
+            let computed = try metrics.outputs(images.narrow(axis: 0, start: 0, length: n))
+            outputs[n] = computed
+            return computed
         }
     }
 
@@ -124,14 +142,18 @@ struct Evaluation {
                 var options = TokenSamplingOptions()
                 options.temperature = config.eval.temperature
                 options.topK = config.eval.topK > 0 ? config.eval.topK : nil
-                let codes = try model.sampleImageCodes(captions: captions, guidanceScale: guidanceScale, options: options,
-                                                       steps: config.eval.maskgitSteps, generator: &generator)
-                chunks.append(withoutGradients { data.autoencoder.decodeCodes(codes) })
+                let codes = try times.measure("eval_sampling") {
+                    try model.sampleImageCodes(captions: captions, guidanceScale: guidanceScale, options: options,
+                                               steps: config.eval.maskgitSteps, generator: &generator)
+                }
+                chunks.append(times.measure("eval_decoding") { withoutGradients { data.autoencoder.decodeCodes(codes) } })
             } else {
-                let latents = try model.sampleImageLatents(captions: captions, guidanceScale: guidanceScale,
-                                                           sampler: config.eval.diffusionSampler, steps: config.eval.denoisingSteps,
-                                                           generator: &generator)
-                chunks.append(withoutGradients { data.autoencoder.decodeLatents(latents) })
+                let latents = try times.measure("eval_sampling") {
+                    try model.sampleImageLatents(captions: captions, guidanceScale: guidanceScale,
+                                                 sampler: config.eval.diffusionSampler, steps: config.eval.denoisingSteps,
+                                                 generator: &generator)
+                }
+                chunks.append(times.measure("eval_decoding") { withoutGradients { data.autoencoder.decodeLatents(latents) } })
             }
             progress.evaluating("images at guidance \(guidanceScale)", done: start + count, of: n)
         }

@@ -91,8 +91,9 @@ enum ExperimentRun {
                          + "\(config.train.checkpointEvery)); starting from step 0")
         }
 
+        let times = PhaseTimes()
         let reference = try ReferenceClassifier.loadCommitted(path: config.data.reference)
-        let data = try MultimodalData(config: config, log: progress.say)
+        let data = try times.measure("data") { try MultimodalData(config: config, log: progress.say) }
         let coverage = MetricCoverage(metrics: ImageMetrics(reference), data: data)
         if !config.data.usesFashionMNIST { progress.say("fusion train: \(coverage.description)") }
         let recipe = data.imageGeometry(of: config.recipe)
@@ -223,7 +224,9 @@ enum ExperimentRun {
             optimizer.learningRate = plan.learningRate(at: step)
             optimizer.step(freezing: frozen)
             countedFlops += FlopCounter.total
-            window.add(loss, norm: norm, seconds: Date().timeIntervalSince(started), tokens: tokensPerStep)
+            let stepSeconds = Date().timeIntervalSince(started)
+            times.add("training", seconds: stepSeconds)
+            window.add(loss, norm: norm, seconds: stepSeconds, tokens: tokensPerStep)
             let imageDocuments = documents.filter(\.hasImage)
             window.add("image_documents", Double(imageDocuments.count))
             window.add("caption_first_image_documents", Double(imageDocuments.filter { !$0.imageComesFirst(ignoring: specialIDs) }.count))
@@ -241,15 +244,17 @@ enum ExperimentRun {
                 window = LossWindow()
             }
             if done % config.train.evalEvery == 0 || done == config.train.steps {
-                let evaluation = Evaluation(model: model, data: data, config: resolved, progress: progress, metrics: ImageMetrics(reference))
+                let evaluation = Evaluation(model: model, data: data, config: resolved, progress: progress, metrics: ImageMetrics(reference),
+                                            times: times)
                 lastMetrics = try evaluation.run(step: done, log: log, samplesPath: paths.samples(step: done))
                 FaultInjection.reach("eval.done")
                 try log?.append("eval", step: done, lastMetrics + [("flops_counted", Double(countedFlops))])
+                try log?.append("time", step: done, times.takeRow())
                 try log?.flush()
                 progress.say("eval @\(done): " + lastMetrics.map { "\($0.0) \(String(format: "%.4g", $0.1))" }.joined(separator: ", "))
             }
             if done % config.train.checkpointEvery == 0 || done == config.train.steps {
-                try writeCheckpoint(step: done)
+                try times.measure("checkpoints") { try writeCheckpoint(step: done) }
             }
             if let stopAfterStep, done == stopAfterStep {
                 progress.say("fusion train: stopped after step \(done) as asked (--stop-after-step); continue with --resume")

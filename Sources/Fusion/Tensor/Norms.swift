@@ -6,12 +6,16 @@
 //       dx = rstd · (dy·w − mean(dy·w) − x̂ · mean(dy·w·x̂)),  dw += Σ dy·x̂,  db += Σ dy
 import Foundation
 
+/// Most chunks of rows `accumulateOverRows` splits a sum into: a constant, not the thread count, so that
+/// the order of the additions, and so every bit of the sum, is the same on any number of threads.
+let rowChunksOfASum = 8
+
 /// Sums per-row contributions to a [D] parameter gradient without two threads writing one address:
 /// each chunk of rows adds into its own partial buffer, the partials are then added in order.
 func accumulateOverRows(rows: Int, width: Int, into target: UnsafeMutablePointer<Float>?,
                                 _ body: (Range<Int>, UnsafeMutablePointer<Float>?) -> Void) {
     guard let target else { Parallel.forRanges(rows, minimumPerThread: max(1, 8192 / width)) { body($0, nil) }; return }
-    let chunks = max(1, min(Parallel.threadCount, rows / max(1, 8192 / width)))
+    let chunks = max(1, min(rowChunksOfASum, rows / max(1, 8192 / width)))
     let partial = Tensor(zeros: [chunks, width])
     Parallel.perform(iterations: chunks) { c in
         body((rows * c / chunks)..<(rows * (c + 1) / chunks), partial.data + c * width)
