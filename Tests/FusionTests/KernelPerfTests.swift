@@ -298,4 +298,32 @@ final class FusedProjectionPerfTests: XCTestCase {
         for (a, b) in zip(fused, oracle) { assertClose(a, b, tolerance: 1e-6) }
         assertGradientsMatch([x]) { swiglu(gateAndUp: $0[0]) }
     }
+
+    /// The MLP's SwiGLU and down projection with the SwiGLU output recomputed in the backward pass: the
+    /// same bits as the composition it replaces (output and both gradients, accumulating into existing
+    /// gradients too), the same FLOPs counted, and finite differences. (The memory it saves: bench's peak RSS.)
+    func testSwigluProjectionEqualsTheCompositionAndKeepsNoHiddenActivation() {
+        let x = testTensor([3, 2, 8], seed: 26, range: -3...3), w = testTensor([5, 4], seed: 27)
+        let cotangent = testTensor([3, 2, 5], seed: 28, requiresGrad: false)
+        func run(twice: Bool, _ f: () -> Tensor) -> (values: [[Float]], flops: Int64) {
+            for t in [x, w] { t.zeroGrad() }
+            var y = Tensor(zeros: [1])
+            let flops = FlopCounter.measure {
+                for _ in 0..<(twice ? 2 : 1) {
+                    y = f()
+                    y.backward(gradient: cotangent)
+                }
+            }
+            return ([y.array, x.grad!.array, w.grad!.array], flops)
+        }
+        for twice in [false, true] {
+            let fused = run(twice: twice) { swigluProjection(gateAndUp: x, w) }
+            let oracle = run(twice: twice) { linear(swiglu(gateAndUp: x), w) }
+            for (i, (a, b)) in zip(fused.values, oracle.values).enumerated() {
+                assertBitwiseEqual(a, b, ["output", "dx", "dW"][i] + (twice ? ", accumulated twice" : ""))
+            }
+            XCTAssertEqual(fused.flops, oracle.flops)
+        }
+        assertGradientsMatch([x, w]) { swigluProjection(gateAndUp: $0[0], $0[1]) }
+    }
 }

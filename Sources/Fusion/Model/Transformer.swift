@@ -50,8 +50,9 @@ public final class TransformerBlock: Module {
         return rotaryQKV(qkv, queryNorm: queryNorm, keyNorm: keyNorm, angles: angles)
     }
 
-    /// wDown · (silu(wGate·x) ∘ wUp·x), the gate and up projections as one stacked sgemm.
-    private func mlp(_ x: Tensor) -> Tensor { linear(swiglu(gateAndUp: linear(x, stacked: [wGate, wUp])), wDown) }
+    /// wDown · (silu(wGate·x) ∘ wUp·x), the gate and up projections as one stacked sgemm; the SwiGLU output
+    /// is recomputed in the backward pass rather than kept (`swigluProjection`).
+    private func mlp(_ x: Tensor) -> Tensor { swigluProjection(gateAndUp: linear(x, stacked: [wGate, wUp]), wDown) }
 
     /// x [B, T, D] → [B, T, D] under one mask per sequence.
     func callAsFunction(_ x: Tensor, angles: RotaryAngles, masks: [AttentionMask]) -> Tensor {

@@ -40,8 +40,9 @@ public func linear(_ x: Tensor, _ weight: Tensor) -> Tensor {
 /// y = x · [W₁; W₂; …]ᵀ: several projections of the same input in one sgemm, outputs side by side
 /// ([..., out₁ + out₂ + …]); each weight [outᵢ, in] keeps its own gradient. The weights are copied
 /// into one stacked matrix per call (Σoutᵢ·in floats, small beside N·Σoutᵢ·in FLOPs), so x is packed
-/// once and dx is one product instead of a sum of several. Same values as `concatenate` of separate
-/// `linear`s (the test oracle).
+/// once and dx is one product instead of a sum of several. The copy is made again in the backward pass
+/// rather than kept between the passes: kept, the copies would hold most of the weights a second time
+/// until the backward pass reached them. Same values as `concatenate` of separate `linear`s (the test oracle).
 public func linear(_ x: Tensor, stacked weights: [Tensor]) -> Tensor {
     precondition(!weights.isEmpty, "linear(_:stacked:): no weights given")
     let inFeatures = x.shape.last ?? 0
@@ -50,17 +51,22 @@ public func linear(_ x: Tensor, stacked weights: [Tensor]) -> Tensor {
                    "linear(_:stacked:): input \(x.shape) against weight \(w.name ?? "") of shape \(w.shape) (expected [out, \(inFeatures)])")
     }
     let outFeatures = weights.reduce(0) { $0 + $1.shape[0] }, n = x.count / max(inFeatures, 1)
-    let stacked = Tensor(uninitializedShape: [outFeatures, inFeatures])  // [Σout, in], kept for backward
-    var row = 0
-    for w in weights {
-        (stacked.data + row * inFeatures).update(from: w.data, count: w.count)
-        row += w.shape[0]
+    /// The weights' rows one after the other: [Σout, in].
+    func stack() -> Tensor {
+        let stacked = Tensor(uninitializedShape: [outFeatures, inFeatures])
+        var row = 0
+        for w in weights {
+            (stacked.data + row * inFeatures).update(from: w.data, count: w.count)
+            row += w.shape[0]
+        }
+        return stacked
     }
     let out = Tensor(uninitializedShape: Array(x.shape.dropLast()) + [outFeatures])
     BLAS.sgemm(transA: false, transB: true, m: n, n: outFeatures, k: inFeatures,
-               a: x.data, lda: inFeatures, b: stacked.data, ldb: inFeatures, c: out.data, ldc: outFeatures)
+               a: x.data, lda: inFeatures, b: stack().data, ldb: inFeatures, c: out.data, ldc: outFeatures)
     return out.recordGraph(inputs: [x] + weights) { _, g in
         if x.requiresGrad {  // dx[n, in] += dy[n, Σout] · W[Σout, in]
+            let stacked = stack()  // the weights are unchanged until the optimiser steps, after the backward pass
             let (gx, fresh) = x.gradientBufferForWriting()
             BLAS.sgemm(transA: false, transB: false, m: n, n: inFeatures, k: outFeatures,
                        a: g.data, lda: outFeatures, b: stacked.data, ldb: inFeatures,
