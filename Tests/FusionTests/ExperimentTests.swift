@@ -96,6 +96,18 @@ final class ExperimentRunTests: XCTestCase {
         return (config, try ConfigLoader.yaml(config))
     }
 
+    /// The time/ series of a run's log (step and seconds_PHASE).
+    func phaseSeconds(_ path: String, run: String) throws -> [String: [Double]] {
+        let file = try HDF5File.open(path)
+        defer { try? file.close() }
+        let group = try file.root.group("runs/\(run)/time")
+        var result: [String: [Double]] = [:]
+        for name in try group.childNames {
+            result[name] = name == "step" ? try group.dataset(name).read(as: Int64.self).map(Double.init) : try group.dataset(name).read(as: Double.self)
+        }
+        return result
+    }
+
     /// Every logged series except wall-clock rates, read back at full precision.
     func series(_ path: String, run: String) throws -> [String: [Double]] {
         let file = try HDF5File.open(path)
@@ -127,6 +139,18 @@ final class ExperimentRunTests: XCTestCase {
                 XCTAssertEqual(values, resumed[name], "\(recipe): \(name) differs after resuming")
             }
             XCTAssertTrue(FileManager.default.fileExists(atPath: root + "/resumed/finished"))
+            // time/: a row per evaluation, every phase; the resumed run's rows are its second process's (the
+            // killed one's row at 6 came after its checkpoint at 4), and each process counts its data set-up once.
+            for directory in ["whole", "resumed"] {
+                let times = try phaseSeconds(root + "/\(directory)/log.h5", run: config.name)
+                XCTAssertEqual(times["step"], [6, 12], "\(recipe), \(directory)")
+                XCTAssertEqual(Set(times.keys), Set(["step"] + PhaseTimes.phases.map { "seconds_\($0)" }))
+                for phase in ["training", "eval_sampling", "eval_decoding", "eval_image_metrics", "eval_perplexity"] {
+                    XCTAssert(times["seconds_\(phase)"]!.allSatisfy { $0 > 0 }, "\(recipe), \(directory): \(phase) \(times["seconds_\(phase)"]!)")
+                }
+                XCTAssertGreaterThan(times["seconds_data"]![0], 0)
+                XCTAssertEqual(times["seconds_data"]![1], 0, "\(recipe), \(directory): the data are prepared once per process")
+            }
             // Resuming with another config is refused.
             var other = config
             other.train.learningRate *= 2
@@ -341,6 +365,13 @@ final class ExperimentRunTests: XCTestCase {
         let fd = try series(root + "/run/log.h5", run: "tiny")["eval/fd_fmnist"]!.last!
         XCTAssert(row?.contains(String(format: "%.4g", fd)) ?? false, "report row \(row ?? "") lacks fd_fmnist \(fd)")
         XCTAssertTrue(FileManager.default.fileExists(atPath: root + "/report/tiny-step12.png"))
+        // Where the time went: the run's minutes per phase, summed over its time/ rows, and their total.
+        let times = try phaseSeconds(root + "/run/log.h5", run: "tiny")
+        let section = markdown.components(separatedBy: "## Where the time went").last ?? ""
+        let timeRow = section.split(separator: "\n").first { $0.hasPrefix("| tiny |") }.map { $0.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) } }
+        XCTAssert(markdown.contains("## Where the time went") && timeRow != nil, markdown)
+        let total = times.filter { $0.key.hasPrefix("seconds_") }.values.reduce(0) { $0 + $1.reduce(0, +) }
+        XCTAssertEqual(Double(timeRow?[2] ?? "") ?? -1, total / 60, accuracy: 0.006, "\(timeRow ?? [])")
         // The log records where its numbers came from.
         let file = try HDF5File.open(root + "/run/log.h5")
         let run = try file.root.group("runs/tiny")

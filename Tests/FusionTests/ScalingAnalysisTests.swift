@@ -68,6 +68,65 @@ final class ScalingAnalysisTests: XCTestCase {
         XCTAssertNil(Analysis.parity(reference: a, other: flat, atFlops: reference).ratio)
     }
 
+    /// Quantiles by linear interpolation between order statistics (Hyndman & Fan's definition 7, R's and
+    /// numpy's default): for 1…5 the 25 % quantile sits at position 1 (value 2) and the 75 % at 3 (value 4);
+    /// for 0 and 10 the 2.5 % one is 0.25 and the 97.5 % one 9.75.
+    func testBootstrapPercentileIntervalsOfKnownValues() {
+        XCTAssertEqual(BootstrapInterval.percentile([5, 1, 4, 2, 3], level: 0.5), .init(low: 2, high: 4))
+        let wide = BootstrapInterval.percentile([10, 0])!
+        XCTAssertEqual(wide.low, 0.25, accuracy: 1e-12)
+        XCTAssertEqual(wide.high, 9.75, accuracy: 1e-12)
+        XCTAssertNil(BootstrapInterval.percentile([1]))
+    }
+
+    /// Every slope and parity ratio carries a 95 % bootstrap interval over runs. Points exactly on a power
+    /// law: every resample refits the same line, so the intervals shrink to the estimates. Noisy points: the
+    /// slope's interval holds the estimate and has width, the ratio's too, and a second analysis gives the
+    /// same bits (one fixed stream per fit). Both reach the markdown and the HDF5.
+    func testSlopesAndParityRatiosCarryBootstrapIntervals() throws {
+        func analysis(noise: Double) -> Analysis.Analysis {
+            var observations: [Analysis.Observation] = []
+            for (i, c) in budgets.enumerated() {
+                let wobble = pow(10, noise * [0.3, -0.5, 0.4, -0.2, 0.1][i])
+                observations.append(observation("chameleon", seed: 0, flops: c, ["fd_fmnist": 10 * pow(c, -0.2) * wobble]))
+                observations.append(observation("showo", seed: 0, flops: c, ["fd_fmnist": 40 * pow(c, -0.2) / wobble]))
+            }
+            return Analysis.analyze(observations, source: "synthetic")
+        }
+        let exact = analysis(noise: 0)
+        for fit in exact.fits {
+            XCTAssertGreaterThan(fit.bootstrap.count, BootstrapInterval.resamples * 9 / 10, "most resamples of five budgets have two distinct ones")
+            let interval = try XCTUnwrap(fit.slopeInterval)
+            XCTAssertEqual(interval.low, -0.2, accuracy: 1e-9)
+            XCTAssertEqual(interval.high, -0.2, accuracy: 1e-9)
+        }
+        let exactParity = try XCTUnwrap(exact.parities.first { $0.parity.reference == "chameleon" })
+        XCTAssertEqual(exactParity.bootstrap.interval?.low ?? 0, 1024, accuracy: 1e-3)  // 4^(1/0.2), parallel fits
+        XCTAssertEqual(exactParity.bootstrap.interval?.high ?? 0, 1024, accuracy: 1e-3)
+        XCTAssertEqual(exactParity.bootstrap.noCrossing, 0)
+
+        let noisy = analysis(noise: 0.1)
+        let fit = try XCTUnwrap(noisy.fits.first { $0.recipe == "chameleon" })
+        let slope = try XCTUnwrap(fit.slopeInterval)
+        XCTAssertTrue(slope.contains(fit.fit.slope), "\(slope) against \(fit.fit.slope)")
+        XCTAssertGreaterThan(slope.high - slope.low, 1e-3)
+        let parity = try XCTUnwrap(noisy.parities.first { $0.parity.reference == "chameleon" })
+        let ratio = try XCTUnwrap(parity.bootstrap.interval), estimate = try XCTUnwrap(parity.parity.outcome.ratio)
+        XCTAssertTrue(ratio.contains(estimate) && ratio.high > ratio.low * 1.01, "\(ratio) against \(estimate)")
+        let again = analysis(noise: 0.1)
+        XCTAssertEqual(again.fits.map(\.slopeInterval), noisy.fits.map(\.slopeInterval))
+
+        let markdown = Analysis.markdown(noisy, commit: "test")
+        XCTAssert(markdown.contains(String(format: "%.4f … %.4f", slope.low, slope.high)), markdown)
+        XCTAssert(markdown.contains("\(Analysis.number(ratio.low)) … \(Analysis.number(ratio.high))"), markdown)
+        let directory = try temporaryDirectory()
+        try Analysis.writeHDF5(noisy, to: directory + "/analysis.h5")
+        let file = try HDF5File.open(directory + "/analysis.h5")
+        defer { try? file.close() }
+        XCTAssertEqual(try file.root.group("fits/fd_fmnist/chameleon").doubleAttribute("slope_low"), slope.low)
+        XCTAssertEqual(try file.root.group("parity/fd_fmnist/chameleon_vs_showo").doubleAttribute("ratio_high"), ratio.high)
+    }
+
     func observation(_ recipe: String, seed: Int64, flops: Double, _ metrics: [String: Double]) -> Analysis.Observation {
         Analysis.Observation(run: "\(recipe)-\(seed)-" + String(format: "%.0e", flops), recipe: recipe, seed: seed, nonEmbeddingParameters: Int64(flops / 1e6),
                              flops: flops, metrics: metrics)

@@ -117,10 +117,18 @@ struct ImageMetrics {
         guard images.rank >= 1, images.shape[0] == promptedLabels.count else {
             throw MetricError(description: "t2i_accuracy: \(images.rank >= 1 ? images.shape[0] : 0) images but \(promptedLabels.count) prompted labels; give one label per image")
         }
+        return try t2iAccuracy(outputs: outputs(images), promptedLabels: promptedLabels)
+    }
+
+    /// `t2i_accuracy` from the classifier's outputs on the images, already computed (for the distances).
+    func t2iAccuracy(outputs: ReferenceOutputs, promptedLabels: [Int32]) throws -> MetricValue {
+        guard outputs.count == promptedLabels.count else {
+            throw MetricError(description: "t2i_accuracy: \(outputs.count) images but \(promptedLabels.count) prompted labels; give one label per image")
+        }
         if let bad = promptedLabels.first(where: { $0 < 0 || Int($0) >= classifier.classCount }) {
             throw MetricError(description: "t2i_accuracy: prompted label \(bad) is not a class 0…\(classifier.classCount - 1)")
         }
-        let predictions = try outputs(images).predictions
+        let predictions = outputs.predictions
         let correct = zip(predictions, promptedLabels).reduce(0) { $0 + ($1.0 == $1.1 ? 1 : 0) }
         return MetricValue(name: "t2i_accuracy", value: Double(correct) / Double(max(promptedLabels.count, 1)),
                            count: promptedLabels.count, referenceCount: nil, standardDeviation: nil)

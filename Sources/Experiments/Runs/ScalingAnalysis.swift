@@ -7,7 +7,8 @@
 // y = the metric for fd_fmnist and text_ppl, and y = 1 − accuracy (the error) for t2i_accuracy and
 // caption_accuracy, so that a lower y is better for every fit and a power law has slope < 0.
 // Where a recipe was run with several seeds, the fit is also made per seed, and the spread of the
-// per-seed slopes and intercepts (mean ± sample standard deviation) is reported.
+// per-seed slopes and intercepts (mean ± sample standard deviation) is reported. Every slope and every
+// parity ratio also carries a 95 % interval from the bootstrap over runs (BootstrapInterval.swift).
 //
 // FLOP parity between recipes A and B (fits a_A + b_A·x and a_B + b_B·x, x = log10 C): take the
 // reference budget C* = the largest budget both were trained at, min(max C_A, max C_B), and A's fitted
@@ -141,14 +142,26 @@ enum ScalingAnalysis {
         let points: [Observation]
         /// Per-seed fits (only where two or more seeds each give a fit).
         let seedFits: [(seed: Int64, fit: PowerLawFit)]
+        /// Fits of bootstrap resamples of the points (BootstrapInterval), in draw order.
+        var bootstrap: [PowerLawFit] = []
+
+        var slopeInterval: BootstrapInterval.Interval? { BootstrapInterval.percentile(bootstrap.map(\.slope)) }
+    }
+
+    /// The 95 % bootstrap interval of a parity ratio: the i-th resample of A's fit against the i-th of B's
+    /// (drawn independently), at the same C*; with the resamples in which B's fit does not reach A's level.
+    struct ParityInterval {
+        let interval: BootstrapInterval.Interval?
+        let noCrossing: Int, resamples: Int
     }
 
     struct Analysis {
         let source: String
         let observations: [Observation]
         let fits: [MetricFit]
-        /// Per metric, every ordered pair of recipes with fits; with the per-seed ratios where seeds allow.
-        let parities: [(metric: String, parity: Parity, seedRatios: [Double])]
+        /// Per metric, every ordered pair of recipes with fits; with the per-seed ratios where seeds allow,
+        /// and the ratio's bootstrap interval.
+        let parities: [(metric: String, parity: Parity, seedRatios: [Double], bootstrap: ParityInterval)]
         let notes: [String]
     }
 
@@ -229,10 +242,12 @@ enum ScalingAnalysis {
                     }
                     if seedFits.count < 2 { seedFits = [] }
                 }
-                fits.append(MetricFit(metric: metric, recipe: recipe, fit: fit, points: points.map(\.0), seedFits: seedFits))
+                let stream = RandomGenerator(seed: 0).split(key: "bootstrap/\(metric)/\(recipe)")
+                fits.append(MetricFit(metric: metric, recipe: recipe, fit: fit, points: points.map(\.0), seedFits: seedFits,
+                                      bootstrap: BootstrapInterval.fits(flops: points.map(\.0.flops), values: points.map(\.1), generator: stream)))
             }
         }
-        var parities: [(String, Parity, [Double])] = []
+        var parities: [(String, Parity, [Double], ParityInterval)] = []
         for (metric, _) in metrics {
             let ofMetric = fits.filter { $0.metric == metric }
             for a in ofMetric {
@@ -244,9 +259,13 @@ enum ScalingAnalysis {
                         if let fitB = b.seedFits.first(where: { $0.seed == seed })?.fit,
                            let ratio = parity(reference: fitA, other: fitB, atFlops: referenceFlops).ratio { seedRatios.append(ratio) }
                     }
+                    let resampled = zip(a.bootstrap, b.bootstrap).map { parity(reference: $0.0, other: $0.1, atFlops: referenceFlops).ratio }
+                    let ratios = resampled.compactMap { $0 }
+                    let bootstrap = ParityInterval(interval: BootstrapInterval.percentile(ratios.map(log10)).map { .init(low: pow(10, $0.low), high: pow(10, $0.high)) },
+                                                   noCrossing: resampled.count - ratios.count, resamples: resampled.count)
                     parities.append((metric, Parity(reference: a.recipe, other: b.recipe, referenceFlops: referenceFlops,
                                                     referenceLevel: pow(10, a.fit.level(atLog10Flops: log10(referenceFlops))), outcome: outcome),
-                                     seedRatios.count >= 2 ? seedRatios : []))
+                                     seedRatios.count >= 2 ? seedRatios : [], bootstrap))
                 }
             }
         }
@@ -283,10 +302,11 @@ enum ScalingAnalysis {
                          + metrics.map { o.metrics[$0.name].map(number) ?? "–" }.joined(separator: " | ") + " |")
         }
         lines += ["", "## Fits", "",
-                  "| metric | fitted y | recipe | runs | slope | intercept | R² | slope across seeds | intercept across seeds | FLOPs range |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| metric | fitted y | recipe | runs | slope | slope, 95 % bootstrap interval | intercept | R² | slope across seeds | intercept across seeds | FLOPs range |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for f in result.fits {
-            lines.append("| \(f.metric) | \(fittedQuantity(f.metric)) | \(f.recipe) | \(f.fit.count) | \(String(format: "%.4f", f.fit.slope)) | "
+            let slopeInterval = f.slopeInterval.map { String(format: "%.4f … %.4f", $0.low, $0.high) } ?? "–"
+            lines.append("| \(f.metric) | \(fittedQuantity(f.metric)) | \(f.recipe) | \(f.fit.count) | \(String(format: "%.4f", f.fit.slope)) | \(slopeInterval) | "
                          + "\(String(format: "%.4f", f.fit.intercept)) | \(f.fit.rSquared.map { String(format: "%.4f", $0) } ?? "–") | "
                          + "\(spread(f.seedFits.map(\.fit.slope))) | \(spread(f.seedFits.map(\.fit.intercept))) | "
                          + "\(number(f.fit.flopsRange.lowerBound))–\(number(f.fit.flopsRange.upperBound)) |")
@@ -296,28 +316,34 @@ enum ScalingAnalysis {
                   "trained at; y* = A's fitted y at C*; C_B = the budget at which B's fit reaches y*;",
                   "ratio = C_B / C* = 10^((a_A − a_B + (b_A − b_B)·log10 C*) / b_B), with a the intercepts and b the slopes.",
                   "A ratio above 1 means B needs that many times A's compute to match A; \"extrapolated\" marks a C_B",
-                  "outside the budgets B was trained at. With unequal slopes the ratio depends on the level chosen.", "",
-                  "| metric | A (reference) | B | C* | A's level y* | ratio C_B / C* | ratio across seeds |",
-                  "|---|---|---|---|---|---|---|"]
-        for (metric, p, seedRatios) in result.parities {
+                  "outside the budgets B was trained at. With unequal slopes the ratio depends on the level chosen.",
+                  "The 95 % interval is the bootstrap over runs (\(BootstrapInterval.resamples) resamples of each fit's runs, at the same C*);",
+                  "resamples in which B's fit does not reach A's level are counted, not ranked.", "",
+                  "| metric | A (reference) | B | C* | A's level y* | ratio C_B / C* | ratio, 95 % bootstrap interval | ratio across seeds |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for (metric, p, seedRatios, bootstrap) in result.parities {
             let ratio: String
             switch p.outcome {
             case .ratio(let r, let extrapolated): ratio = number(r) + (extrapolated ? " (extrapolated)" : "")
             case .noCrossing(let why): ratio = why
             }
+            var interval = bootstrap.interval.map { "\(number($0.low)) … \(number($0.high))" } ?? "–"
+            if bootstrap.noCrossing > 0 { interval += " (no crossing in \(bootstrap.noCrossing) of \(bootstrap.resamples))" }
             lines.append("| \(metric) | \(p.reference) | \(p.other) | \(number(p.referenceFlops)) | \(number(p.referenceLevel)) (\(fittedQuantity(metric))) | "
-                         + "\(ratio) | \(spread(seedRatios)) |")
+                         + "\(ratio) | \(interval) | \(spread(seedRatios)) |")
         }
-        if result.parities.isEmpty { lines.append("| – | – | – | – | – | no two recipes with fits of the same metric | – |") }
+        if result.parities.isEmpty { lines.append("| – | – | – | – | – | no two recipes with fits of the same metric | – | – |") }
         if !result.notes.isEmpty { lines += ["", "## Notes", ""] + result.notes.map { "- \($0)" } }
         return lines.joined(separator: "\n") + "\n"
     }
 
     /// The points and coefficients as HDF5:
     ///   /                              attributes source, created, git_commit, model ("log10 y = intercept + slope · log10 C")
-    ///   /fits/METRIC/RECIPE            attributes fitted ("1 − t2i_accuracy"), slope, intercept, r_squared (NaN if undefined), runs (names, one a line);
+    ///   /fits/METRIC/RECIPE            attributes fitted ("1 − t2i_accuracy"), slope, slope_low, slope_high (95 % bootstrap; NaN: none),
+    ///                                  intercept, r_squared (NaN if undefined), runs (names, one a line);
     ///                                  datasets flops, y, seed (the points fitted); seed_fits/{seed, slope, intercept} where seeds allow
-    ///   /parity/METRIC/A_vs_B          attributes reference_flops, reference_level, ratio (NaN: none), extrapolated, outcome (text)
+    ///   /parity/METRIC/A_vs_B          attributes reference_flops, reference_level, ratio (NaN: none), extrapolated, outcome (text),
+    ///                                  ratio_low, ratio_high (95 % bootstrap; NaN: none), bootstrap_no_crossing, bootstrap_resamples
     static func writeHDF5(_ result: Analysis, to path: String) throws {
         let partial = path + ".partial"
         let file = try HDF5File.create(partial, overwrite: true)
@@ -329,6 +355,8 @@ enum ScalingAnalysis {
             let group = try file.root.createGroup("fits/\(f.metric)/\(f.recipe)")
             try group.setAttribute("fitted", fittedQuantity(f.metric))
             try group.setAttribute("slope", f.fit.slope)
+            try group.setAttribute("slope_low", f.slopeInterval?.low ?? .nan)
+            try group.setAttribute("slope_high", f.slopeInterval?.high ?? .nan)
             try group.setAttribute("intercept", f.fit.intercept)
             try group.setAttribute("r_squared", f.fit.rSquared ?? .nan)
             try group.setAttribute("runs", f.points.map(\.run).joined(separator: "\n"))
@@ -342,8 +370,12 @@ enum ScalingAnalysis {
                 try group.createDataset("seed_fits/intercept", values: f.seedFits.map(\.fit.intercept), shape: [f.seedFits.count])
             }
         }
-        for (metric, p, seedRatios) in result.parities {
+        for (metric, p, seedRatios, bootstrap) in result.parities {
             let group = try file.root.createGroup("parity/\(metric)/\(p.reference)_vs_\(p.other)")
+            try group.setAttribute("ratio_low", bootstrap.interval?.low ?? .nan)
+            try group.setAttribute("ratio_high", bootstrap.interval?.high ?? .nan)
+            try group.setAttribute("bootstrap_no_crossing", Int64(bootstrap.noCrossing))
+            try group.setAttribute("bootstrap_resamples", Int64(bootstrap.resamples))
             try group.setAttribute("reference_flops", p.referenceFlops)
             try group.setAttribute("reference_level", p.referenceLevel)
             switch p.outcome {

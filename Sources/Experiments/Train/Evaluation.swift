@@ -75,17 +75,19 @@ struct Evaluation {
             let images = try generateImages(count: n, guidanceScale: scale)
             var row: [(String, Double)] = []
             try times.measure("eval_image_metrics") {
+                var generated: ReferenceOutputs? = nil  // the classifier reads each image once for all three metrics
                 if coverage.readsImages {
                     let reference = try realOutputs.first(n, of: data.test.images, metrics: self.metrics)
-                    let generated = try self.metrics.outputs(images)
-                    row += try self.metrics.frechetDistance(generated: generated, real: reference).logRow
+                    let outputs = try self.metrics.outputs(images)
+                    generated = outputs
+                    row += try self.metrics.frechetDistance(generated: outputs, real: reference).logRow
                     // KID over 100 random half-size subsets (Bińkowski et al. 2018 §4 use subsets of 1,000): with the
                     // subset as large as the set, every subset would be the same and the spread would say nothing.
-                    row += try self.metrics.kernelDistance(generated: generated, real: reference,
+                    row += try self.metrics.kernelDistance(generated: outputs, real: reference,
                                                       kid: KernelInceptionDistance(subsetSize: min(n / 2, 1000), subsetCount: 100, seed: config.seed)).logRow
                 }
                 if coverage.readsLabels, let labels = data.test.labels {
-                    row += try self.metrics.t2iAccuracy(images: images, promptedLabels: Array(labels.prefix(n))).logRow
+                    row += try self.metrics.t2iAccuracy(outputs: generated ?? self.metrics.outputs(images), promptedLabels: Array(labels.prefix(n))).logRow
                 }
             }
             let shown = scale == config.eval.guidanceScale ? images.narrow(axis: 0, start: 0, length: min(n, 20)) : nil
