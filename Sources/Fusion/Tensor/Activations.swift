@@ -92,18 +92,21 @@ public func swigluProjection(gateAndUp x: Tensor, _ weight: Tensor) -> Tensor {
     let out = Tensor(uninitializedShape: Array(x.shape.dropLast()) + [outFeatures])
     BLAS.sgemm(transA: false, transB: true, m: n, n: outFeatures, k: f,
                a: hidden.data, lda: f, b: weight.data, ldb: f, c: out.data, ldc: outFeatures)
+    withExtendedLifetime(hidden) {}  // its buffer must outlive the product that reads it
     return out.recordGraph(inputs: [x, weight]) { _, g in
         if weight.requiresGrad {  // dW[out, F] += dyᵀ[out, n] · h[n, F], h computed again
             let again = swigluValues(gateAndUp: x)
             let (gw, fresh) = weight.gradientBufferForWriting()
             BLAS.sgemm(transA: true, transB: false, m: outFeatures, n: f, k: n,
                        a: g.data, lda: outFeatures, b: again.data, ldb: f, beta: fresh ? 0 : 1, c: gw, ldc: f)
+            withExtendedLifetime(again) {}
         }
         if x.requiresGrad {  // dh[n, F] = dy[n, out] · W[out, F], then through SwiGLU
             let hiddenGradient = Tensor(uninitializedShape: [n, f])
             BLAS.sgemm(transA: false, transB: false, m: n, n: f, k: outFeatures,
                        a: g.data, lda: outFeatures, b: weight.data, ldb: f, c: hiddenGradient.data, ldc: f)
             swigluBackward(gateAndUp: x, outputGradient: hiddenGradient.data)
+            withExtendedLifetime(hiddenGradient) {}
         }
     }
 }

@@ -62,8 +62,10 @@ public func linear(_ x: Tensor, stacked weights: [Tensor]) -> Tensor {
         return stacked
     }
     let out = Tensor(uninitializedShape: Array(x.shape.dropLast()) + [outFeatures])
+    let stacked = stack()  // released after the product; the backward pass stacks again
     BLAS.sgemm(transA: false, transB: true, m: n, n: outFeatures, k: inFeatures,
-               a: x.data, lda: inFeatures, b: stack().data, ldb: inFeatures, c: out.data, ldc: outFeatures)
+               a: x.data, lda: inFeatures, b: stacked.data, ldb: inFeatures, c: out.data, ldc: outFeatures)
+    withExtendedLifetime(stacked) {}
     return out.recordGraph(inputs: [x] + weights) { _, g in
         if x.requiresGrad {  // dx[n, in] += dy[n, Σout] · W[Σout, in]
             let stacked = stack()  // the weights are unchanged until the optimiser steps, after the backward pass
@@ -71,6 +73,7 @@ public func linear(_ x: Tensor, stacked weights: [Tensor]) -> Tensor {
             BLAS.sgemm(transA: false, transB: false, m: n, n: inFeatures, k: outFeatures,
                        a: g.data, lda: outFeatures, b: stacked.data, ldb: inFeatures,
                        beta: fresh ? 0 : 1, c: gx, ldc: inFeatures)
+            withExtendedLifetime(stacked) {}
         }
         guard weights.contains(where: { $0.requiresGrad }) else { return }
         // dW[Σout, in] = dyᵀ · x, then each weight's rows go to its own gradient.
