@@ -40,6 +40,24 @@ final class TransformerTests: XCTestCase {
         }
     }
 
+    /// The logits of a range of ids (what the image samplers read) are those columns of the full
+    /// logits, for ranges at the start, middle and end of the vocabulary.
+    func testLogitsOfARangeOfIdsAreThoseColumnsOfTheFullLogits() {
+        let core = tinyCore(qkNorm: true, norms: .reordered)
+        let (d, v) = (core.config.width, core.config.vocabularySize)
+        var generator = RandomGenerator(seed: 3)
+        let hidden = Tensor.randomNormal([2, 7, d], std: 1, generator: &generator)
+        let full = withoutGradients { core.logits(hidden) }.array
+        for ids in [Int32(0)..<5, 9..<21, 20..<Int32(v), 0..<Int32(v)] {
+            let part = core.logits(hidden, ids: ids)
+            XCTAssertEqual(part.shape, [2, 7, ids.count])
+            let expected = (0..<14).flatMap { row in ids.map { full[row * v + Int($0)] } }
+            let difference = zip(part.array, expected).map { abs($0 - $1) }.max() ?? .infinity
+            XCTAssertLessThan(difference, 1e-5, "ids \(ids)")
+            XCTAssertGreaterThan(expected.map(abs).max() ?? 0, 0.1, "the logits are not all near zero")
+        }
+    }
+
     /// A call with enough work to spread its (sequence, head) pairs over the cores: the new positions'
     /// attention over a cached prefix equals the dense kernel over the whole sequence (the prefix causal,
     /// the new positions one bidirectional span), and its FLOPs are counted once.

@@ -177,6 +177,23 @@ public final class Transformer: Module {
     /// Logits [..., V] of hidden states [..., D].
     public func logits(_ hidden: Tensor) -> Tensor { linear(hidden, outputHead) }
 
+    /// Logits [..., C] of only the ids in `ids`, a contiguous range of the vocabulary: rows of the output
+    /// head read in place, the same products as those columns of `logits`. The image samplers, which may
+    /// draw only image codes, skip the other V − C columns (at Show-o's smallest sizes the head is most of
+    /// a MaskGIT step's work). Inference only: records no graph.
+    public func logits(_ hidden: Tensor, ids: Range<Int32>) -> Tensor {
+        let d = config.width
+        checkShape(hidden.shape.last == d && ids.lowerBound >= 0 && Int(ids.upperBound) <= config.vocabularySize,
+                   "logits(ids: \(ids)): hidden \(hidden.shape) against a head of \(config.vocabularySize) ids × \(d)")
+        let (n, c) = (hidden.count / d, ids.count)
+        let out = Tensor(uninitializedShape: Array(hidden.shape.dropLast()) + [c])
+        withExtendedLifetime((hidden, outputHead)) {
+            BLAS.sgemm(transA: false, transB: true, m: n, n: c, k: d, a: hidden.data, lda: d,
+                       b: outputHead.data + Int(ids.lowerBound) * d, ldb: d, c: out.data, ldc: c)
+        }
+        return out
+    }
+
     /// Hidden states [B, Tn, D] of Tn new positions per sequence, attending to everything in `cache`
     /// and to each other (`newTokens`: causally, or fully as inside an image); their keys and values
     /// are written into the cache, and kept there only when `commit` (a diffusion or MaskGIT step

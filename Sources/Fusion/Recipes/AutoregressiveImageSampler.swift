@@ -8,7 +8,8 @@
 // Also the entry point `sampleImageCodes`, which sends each code recipe to its sampler, and the
 // cached-decoding helpers the caption sampler shares.
 //
-// Shape alphabet: n prompts, R = n (or 2n with guidance) rows, Tp prompt length, D width, V vocabulary.
+// Shape alphabet: n prompts, R = n (or 2n with guidance) rows, Tp prompt length, D width, V vocabulary,
+// K image codes.
 
 extension FusionModel {
     /// Image codes (h·w per caption, row-major, each in 0..<K) generated for each caption, by the
@@ -39,23 +40,25 @@ extension FusionModel {
         guard !captions.isEmpty else { return [] }
         let start = try startImageSampling(captions: captions, guided: guidanceScale != 0)
         let (n, rows, codes) = (captions.count, start.rows, config.imagePositions)
-        let (d, v) = (config.model.width, vocabulary.size)
+        let (d, k) = (config.model.width, vocabulary.imageCodeRange.count)
         return withoutGradients {
-            var sampler = TokenSampler(options: options, allowed: vocabulary.imageCodeRange, vocabularySize: v)
+            // Logits of the K image codes only: a drawn index is the code itself.
+            var sampler = TokenSampler(options: options, allowed: 0..<Int32(k), vocabularySize: k)
             var generated = [[Int32]](repeating: [], count: n)
             for r in 0..<n { generated[r].reserveCapacity(codes) }
             var next = [Int32](repeating: 0, count: rows)  // [R]: the id each row reads next
             var positions = start.positions
             var hidden = start.lastHidden  // [R, D]
             for step in 0..<codes {
-                let logits = core.logits(hidden)  // [R, V]
+                let logits = core.logits(hidden, ids: vocabulary.imageCodeRange)  // [R, K]
                 let chosen = rows > n ? guidedLogits(conditional: logits.narrow(axis: 0, start: 0, length: n),
                                                      unconditional: logits.narrow(axis: 0, start: n, length: n),
-                                                     scale: guidanceScale) : logits  // [n, V]
+                                                     scale: guidanceScale) : logits  // [n, K]
                 withExtendedLifetime(chosen) {
                     for r in 0..<n {
-                        let id = sampler.sample(logits: chosen.data + r * v, history: generated[r][...], generator: &generator).id
-                        generated[r].append(id)
+                        let code = sampler.sample(logits: chosen.data + r * k, history: generated[r][...], generator: &generator).id
+                        generated[r].append(code)
+                        let id = code + vocabulary.imageCodeOffset
                         next[r] = id
                         if rows > n { next[n + r] = id }
                     }
@@ -65,7 +68,7 @@ extension FusionModel {
                                            axes: generationAxes(starts: start.positions, tokens: step..<(step + 1))).reshaped([rows, d])
                 for r in 0..<rows { positions[r] += 1 }
             }
-            return generated.map { $0.map { $0 - vocabulary.imageCodeOffset } }
+            return generated
         }
     }
 }

@@ -12,7 +12,7 @@
 // Classifier-free guidance: conditional and unconditional (empty-caption) rows read the same partial
 // image in one batch; candidates come from (1 + s)·conditional − s·unconditional logits (Show-o §3.3).
 //
-// Shape alphabet: n prompts, R = n or 2n rows, P = h·w image positions, D width, V vocabulary.
+// Shape alphabet: n prompts, R = n or 2n rows, P = h·w image positions, D width, K image codes.
 import Foundation
 
 extension FusionModel {
@@ -26,13 +26,14 @@ extension FusionModel {
         guard !captions.isEmpty else { return [] }
         let start = try startImageSampling(captions: captions, guided: guidanceScale != 0)
         let (n, rows, p) = (captions.count, start.rows, config.imagePositions)
-        let (d, v, mask) = (config.model.width, vocabulary.size, vocabulary.mask)
+        let (d, k, mask, offset) = (config.model.width, vocabulary.imageCodeRange.count, vocabulary.mask, vocabulary.imageCodeOffset)
         let schedule = config.maskSchedule, shape = config.maskScheduleShape
         // [R·P] RoPE positions of the image in every row.
         let positions = (0..<rows).flatMap { r in (0..<p).map { start.positions[r] + Int32($0) } }
         let axes = generationAxes(starts: start.positions, tokens: 0..<p)
         return withoutGradients {
-            var sampler = TokenSampler(options: options, allowed: vocabulary.imageCodeRange, vocabularySize: v)
+            // Logits of the K image codes only: a drawn index is a code, its id code + offset.
+            var sampler = TokenSampler(options: options, allowed: 0..<Int32(k), vocabularySize: k)
             var ids = [Int32](repeating: mask, count: n * p)  // [n, P]: the conditional rows' image
             var stillMasked = [Int](repeating: p, count: n)
             var candidate = [Int32](repeating: 0, count: p), confidence = [Float](repeating: 0, count: p)
@@ -41,18 +42,18 @@ extension FusionModel {
                 let inputs = core.embed(rows > n ? ids + ids : ids).reshaped([rows, p, d])
                 let hidden = core.hiddenStates(inputs, positions: positions, cache: start.cache,
                                                newTokens: .bidirectional, commit: false, axes: axes)  // [R, P, D]
-                let logits = core.logits(hidden.reshaped([rows * p, d]))  // [R·P, V]
+                let logits = core.logits(hidden.reshaped([rows * p, d]), ids: vocabulary.imageCodeRange)  // [R·P, K]
                 let chosen = rows > n ? guidedLogits(conditional: logits.narrow(axis: 0, start: 0, length: n * p),
                                                      unconditional: logits.narrow(axis: 0, start: n * p, length: n * p),
-                                                     scale: guidanceScale) : logits  // [n·P, V]
+                                                     scale: guidanceScale) : logits  // [n·P, K]
                 let noise = confidenceTemperature * (1 - Float(step + 1) / Float(steps))
                 withExtendedLifetime(chosen) {
                     for r in 0..<n where stillMasked[r] > 0 {
                         let base = r * p
                         for j in 0..<p {
                             if ids[base + j] == mask {
-                                let draw = sampler.sample(logits: chosen.data + (base + j) * v, generator: &generator)
-                                candidate[j] = draw.id
+                                let draw = sampler.sample(logits: chosen.data + (base + j) * k, generator: &generator)
+                                candidate[j] = draw.id + offset
                                 confidence[j] = draw.logProbability + noise * gumbel(&generator)
                             } else {
                                 candidate[j] = ids[base + j]
@@ -70,7 +71,7 @@ extension FusionModel {
                     }
                 }
             }
-            return (0..<n).map { r in ids[(r * p)..<((r + 1) * p)].map { $0 - vocabulary.imageCodeOffset } }
+            return (0..<n).map { r in ids[(r * p)..<((r + 1) * p)].map { $0 - offset } }
         }
     }
 }
